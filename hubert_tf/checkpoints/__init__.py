@@ -1,0 +1,1 @@
+"""Checkpoints: reading every Hugging Face HuBERT format, the weight-name table, saving."""

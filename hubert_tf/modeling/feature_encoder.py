@@ -1,0 +1,230 @@
+"""The convolutional feature encoder (waveform -> 50 Hz features) and the feature projection."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from ..activations import get_activation
+from .masking import conv_output_lengths
+
+register = keras.saving.register_keras_serializable(package="hubert_tf")
+
+
+@register
+class TFHubertChannelNorm(keras.layers.Layer):
+    """Group norm with one group per channel (the reference's `GroupNorm(C, C)`): each channel is
+    normalised over time, per example.
+
+    With `frame_mask` the statistics are taken over the valid frames only, so a padded example gives the
+    same features as the example alone (the reference includes padding; pass no mask for its numbers).
+
+    Args:
+        channels: int. Number of channels.
+        epsilon: float. Defaults to 1e-5 (torch's default).
+    """
+
+    def __init__(self, channels: int, epsilon: float = 1e-5, **kwargs):
+        super().__init__(**kwargs)
+        self.channels = channels
+        self.epsilon = epsilon
+
+    def build(self, input_shape=None):
+        self.gamma = self.add_weight(name="gamma", shape=(self.channels,), initializer="ones")
+        self.beta = self.add_weight(name="beta", shape=(self.channels,), initializer="zeros")
+
+    def call(self, x, frame_mask=None):
+        # x: [batch, frames, channels]; statistics in float32 whatever the compute dtype.
+        dtype = x.dtype
+        x = tf.cast(x, tf.float32)
+        if frame_mask is None:
+            mean, variance = tf.nn.moments(x, axes=[1], keepdims=True)
+        else:
+            weights = tf.cast(frame_mask, tf.float32)[:, :, None]  # [batch, frames, 1]
+            count = tf.maximum(tf.reduce_sum(weights, axis=1, keepdims=True), 1.0)
+            mean = tf.reduce_sum(x * weights, axis=1, keepdims=True) / count
+            variance = tf.reduce_sum(tf.square(x - mean) * weights, axis=1, keepdims=True) / count
+        x = (x - mean) * tf.math.rsqrt(variance + self.epsilon)
+        x = x * tf.cast(self.gamma, tf.float32) + tf.cast(self.beta, tf.float32)
+        return tf.cast(x, dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "channels": self.channels, "epsilon": self.epsilon}
+
+
+@register
+class TFHubertConvLayer(keras.layers.Layer):
+    """One block of the feature encoder: conv -> optional norm -> activation.
+
+    Args:
+        in_channels: int. Input channels (1 for the waveform).
+        out_channels: int. Output channels.
+        kernel_size: int. Conv kernel size.
+        stride: int. Conv stride.
+        use_bias: bool. Conv bias (`conv_bias`).
+        norm: None, "group" (one group per channel) or "layer" (layer norm over channels).
+        activation: str. Activation name (`feat_extract_activation`).
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride, use_bias=False, norm=None,
+                 activation="gelu", **kwargs):
+        super().__init__(**kwargs)
+        if norm not in (None, "group", "layer"):
+            raise ValueError(f"norm must be None, 'group' or 'layer', got {norm!r}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.use_bias = use_bias
+        self.norm = norm
+        self.activation = activation
+        self.activation_fn = get_activation(activation)
+        self.conv = keras.layers.Conv1D(
+            out_channels, kernel_size, strides=stride, use_bias=use_bias, name="conv",
+            kernel_initializer="he_normal",
+        )
+        if norm == "group":
+            self.layer_norm = TFHubertChannelNorm(out_channels, name="layer_norm")
+        elif norm == "layer":
+            self.layer_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="layer_norm")
+        else:
+            self.layer_norm = None
+
+    def build(self, input_shape=None):
+        self.conv.build((None, None, self.in_channels))
+        if self.layer_norm is not None:
+            self.layer_norm.build((None, None, self.out_channels))
+
+    def call(self, x, frame_mask=None):
+        # x: [batch, samples_in, in_channels] -> [batch, frames_out, out_channels]
+        x = self.conv(x)
+        if self.norm == "group":
+            x = self.layer_norm(x, frame_mask=frame_mask)
+        elif self.norm == "layer":
+            x = self.layer_norm(x)
+        return self.activation_fn(x)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "in_channels": self.in_channels, "out_channels": self.out_channels,
+            "kernel_size": self.kernel_size, "stride": self.stride, "use_bias": self.use_bias,
+            "norm": self.norm, "activation": self.activation,
+        }
+
+
+@register
+class TFHubertFeatureEncoder(keras.layers.Layer):
+    """Raw waveform -> conv features, the reference `HubertFeatureEncoder`.
+
+    "group" norm: group norm after the first conv only; "layer" norm: layer norm after every conv.
+
+    Args:
+        conv_dim, conv_kernel, conv_stride: lists of int, one entry per conv layer.
+        conv_bias: bool. Conv biases.
+        feat_extract_norm: "group" or "layer".
+        feat_extract_activation: str. Activation name.
+
+    Example:
+
+    >>> import numpy as np
+    >>> enc = TFHubertFeatureEncoder([8, 8], [10, 3], [5, 2])
+    >>> enc(np.zeros((1, 16000), "float32")).shape
+    TensorShape([1, 1599, 8])
+    """
+
+    def __init__(self, conv_dim, conv_kernel, conv_stride, conv_bias=False, feat_extract_norm="group",
+                 feat_extract_activation="gelu", **kwargs):
+        super().__init__(**kwargs)
+        self.conv_dim = list(conv_dim)
+        self.conv_kernel = list(conv_kernel)
+        self.conv_stride = list(conv_stride)
+        self.conv_bias = conv_bias
+        self.feat_extract_norm = feat_extract_norm
+        self.feat_extract_activation = feat_extract_activation
+        in_dims = [1] + self.conv_dim[:-1]
+        self.conv_layers = []
+        for i, (cin, cout, k, s) in enumerate(zip(in_dims, self.conv_dim, self.conv_kernel, self.conv_stride)):
+            if feat_extract_norm == "layer":
+                norm = "layer"
+            else:
+                norm = "group" if i == 0 else None
+            self.conv_layers.append(
+                TFHubertConvLayer(cin, cout, k, s, conv_bias, norm, feat_extract_activation, name=f"conv_layers.{i}")
+            )
+
+    def build(self, input_shape=None):
+        for layer in self.conv_layers:
+            layer.build()
+
+    def call(self, input_values, sample_lengths=None):
+        """input_values: [batch, samples] -> features [batch, frames, conv_dim[-1]].
+
+        `sample_lengths` ([batch] ints), when given, restricts the first group norm's statistics to the
+        valid samples (batch-invariant features); without it the numbers are the reference's.
+        """
+        x = input_values[:, :, None]  # [batch, samples, 1]
+        lengths = sample_lengths
+        for layer in self.conv_layers:
+            frame_mask = None
+            if lengths is not None:
+                lengths = conv_output_lengths(lengths, [layer.kernel_size], [layer.stride])
+                if layer.norm == "group":
+                    frames = conv_output_lengths(tf.shape(x)[1], [layer.kernel_size], [layer.stride])
+                    frame_mask = tf.sequence_mask(tf.maximum(lengths, 0), frames)
+            x = layer(x, frame_mask=frame_mask)
+        return x
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "conv_dim": self.conv_dim, "conv_kernel": self.conv_kernel, "conv_stride": self.conv_stride,
+            "conv_bias": self.conv_bias, "feat_extract_norm": self.feat_extract_norm,
+            "feat_extract_activation": self.feat_extract_activation,
+        }
+
+
+@register
+class TFHubertFeatureProjection(keras.layers.Layer):
+    """Conv features -> encoder width: optional layer norm (`feat_proj_layer_norm`), dense, dropout.
+
+    Args:
+        in_dim: int. `conv_dim[-1]`.
+        hidden_size: int. Encoder width.
+        feat_proj_layer_norm: bool. Apply the layer norm first.
+        layer_norm_eps: float.
+        feat_proj_dropout: float.
+    """
+
+    def __init__(self, in_dim, hidden_size, feat_proj_layer_norm=True, layer_norm_eps=1e-5,
+                 feat_proj_dropout=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.in_dim = in_dim
+        self.hidden_size = hidden_size
+        self.feat_proj_layer_norm = feat_proj_layer_norm
+        self.layer_norm_eps = layer_norm_eps
+        self.feat_proj_dropout = feat_proj_dropout
+        self.layer_norm = (
+            keras.layers.LayerNormalization(epsilon=layer_norm_eps, name="layer_norm") if feat_proj_layer_norm else None
+        )
+        self.projection = keras.layers.Dense(hidden_size, name="projection")
+        self.dropout = keras.layers.Dropout(feat_proj_dropout)
+
+    def build(self, input_shape=None):
+        if self.layer_norm is not None:
+            self.layer_norm.build((None, None, self.in_dim))
+        self.projection.build((None, None, self.in_dim))
+
+    def call(self, features, training=False):
+        # features: [batch, frames, in_dim] -> [batch, frames, hidden_size]
+        if self.layer_norm is not None:
+            features = self.layer_norm(features)
+        return self.dropout(self.projection(features), training=training)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "in_dim": self.in_dim, "hidden_size": self.hidden_size,
+            "feat_proj_layer_norm": self.feat_proj_layer_norm, "layer_norm_eps": self.layer_norm_eps,
+            "feat_proj_dropout": self.feat_proj_dropout,
+        }

@@ -1,0 +1,207 @@
+"""Dev-only: writes the reference fixtures of the test suite into tests/fixtures/.
+
+Needs torch and transformers>=5 (the PyTorch reference), never the test suite itself:
+
+    python -m venv /tmp/ref && /tmp/ref/bin/pip install torch==2.13.0 "transformers>=5"
+    /tmp/ref/bin/python tools/make_fixtures.py
+
+For every case it builds a tiny randomly initialised reference model (every weight random, norms and
+batch-norm statistics included), saves it with `save_pretrained` (config.json + model.safetensors),
+and records the reference outputs on a padded batch and on an unpadded single example in
+`reference.npz`. Hidden states follow the transformers 4.x convention (the encoder input, then each
+layer's output, the last entry equal to last_hidden_state), captured with hooks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+
+import numpy as np
+import torch
+import transformers
+
+FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "fixtures")
+
+TINY = dict(
+    hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, vocab_size=12,
+    conv_dim=(16, 24, 32), conv_kernel=(10, 5, 4), conv_stride=(5, 4, 4),
+    num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
+    hidden_dropout=0.0, activation_dropout=0.0, attention_dropout=0.0, feat_proj_dropout=0.0,
+    final_dropout=0.0, layerdrop=0.0, mask_time_prob=0.05,
+)
+
+CASES = {
+    # name: (model class, config overrides)
+    "base_style": ("HubertForCTC", dict(feat_extract_norm="group", do_stable_layer_norm=False, conv_bias=False)),
+    "large_style": ("HubertForCTC", dict(feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True,
+                                         ctc_loss_reduction="mean")),
+    "batch_norm_pos": ("HubertForCTC", dict(conv_pos_batch_norm=True, feat_proj_layer_norm=False)),
+    "odd_pos_kernel": ("HubertForCTC", dict(num_conv_pos_embeddings=15, hidden_act="relu", mask_time_prob=0.0)),
+    "bare_large": ("HubertModel", dict(feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True)),
+    "cls": ("HubertForSequenceClassification", dict(num_labels=5, classifier_proj_size=24)),
+    "cls_weighted": ("HubertForSequenceClassification", dict(num_labels=3, classifier_proj_size=24,
+                                                              use_weighted_layer_sum=True,
+                                                              feat_extract_norm="layer", do_stable_layer_norm=True)),
+}
+
+# Sample lengths of the padded batch (the longest defines the padding) and of the single example.
+BATCH_LENGTHS = (4000, 2650, 3203)
+SINGLE_LENGTH = 3600
+
+
+def randomize(model: torch.nn.Module, seed: int) -> None:
+    """Every parameter and buffer random (not the init's ones and zeros), so parity means something."""
+    g = torch.Generator().manual_seed(seed)
+
+    def randn(t):
+        return torch.randn(t.shape, generator=g)
+
+    norms = (torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.BatchNorm1d)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, norms):
+                module.weight.copy_(1.0 + 0.2 * randn(module.weight))
+                module.bias.copy_(0.2 * randn(module.bias))
+                if isinstance(module, torch.nn.BatchNorm1d):
+                    module.running_mean.copy_(0.3 * randn(module.running_mean))
+                    module.running_var.copy_(0.5 + torch.rand(module.running_var.shape, generator=g))
+        for name, p in model.named_parameters():
+            if any(name.startswith(n) for n, m in model.named_modules() if isinstance(m, norms) and n):
+                continue
+            if name.endswith(("original0", "weight_g")):  # weight-norm magnitude: around ||v||
+                p.mul_(1.0 + 0.2 * torch.rand(p.shape, generator=g))
+            elif p.ndim <= 1:
+                p.copy_(0.5 * randn(p))
+            else:
+                p.copy_(1.5 * randn(p) / p[0].numel() ** 0.5)
+
+
+def hidden_states_4x(model, base, inputs):
+    """Runs `model` and returns (outputs, hidden_states in the 4.x convention)."""
+    captured = []
+    layers = base.encoder.layers
+    hooks = [layers[0].register_forward_pre_hook(lambda m, args, kwargs: captured.append(args[0].detach().clone()),
+                                                 with_kwargs=True)]
+    for layer in layers:
+        hooks.append(layer.register_forward_hook(lambda m, args, out: captured.append(
+            (out[0] if isinstance(out, tuple) else out).detach().clone())))
+    try:
+        out = model(**inputs, output_attentions=True)
+    finally:
+        for h in hooks:
+            h.remove()
+    return out, captured
+
+
+def make_batch(lengths, seed):
+    rng = np.random.default_rng(seed)
+    total = max(lengths)
+    x = np.zeros((len(lengths), total), np.float32)
+    mask = np.zeros((len(lengths), total), np.int32)
+    for i, n in enumerate(lengths):
+        x[i, :n] = rng.standard_normal(n).astype(np.float32)
+        mask[i, :n] = 1
+    return x, mask
+
+
+def make_labels(batch, vocab_size, seed, lengths=(5, 3, 7)):
+    rng = np.random.default_rng(seed)
+    labels = np.full((batch, max(lengths) + 2), -100, np.int64)
+    for i in range(batch):
+        n = lengths[i % len(lengths)]
+        labels[i, :n] = rng.integers(1, vocab_size, n)
+    labels[0, 1] = labels[0, 0]  # a repeated label needs a blank between
+    return labels
+
+
+def run_case(name, class_name, overrides, seed):
+    torch.manual_seed(seed)
+    config = transformers.HubertConfig(**{**TINY, **overrides})
+    config._attn_implementation = "eager"
+    model = getattr(transformers, class_name)(config).eval()
+    randomize(model, seed)
+    base = model if class_name == "HubertModel" else model.hubert
+    out_dir = os.path.join(FIXTURES, name)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    model.save_pretrained(out_dir)
+    arrays = {}
+    x, mask = make_batch(BATCH_LENGTHS, seed + 1)
+    single, _ = make_batch((SINGLE_LENGTH,), seed + 2)
+    arrays["batch_input_values"], arrays["batch_attention_mask"] = x, mask
+    arrays["single_input_values"] = single
+    for tag, inputs in (("batch", dict(input_values=torch.from_numpy(x), attention_mask=torch.from_numpy(mask))),
+                        ("single", dict(input_values=torch.from_numpy(single)))):
+        with torch.no_grad():
+            out, hidden = hidden_states_4x(model, base, inputs)
+            if class_name == "HubertModel":
+                last = out.last_hidden_state
+            else:
+                last = base(**inputs).last_hidden_state
+                arrays[f"{tag}_logits"] = out.logits.numpy()
+        hidden[-1] = last  # 4.x: the last entry is last_hidden_state (final LN applied for stable LN)
+        arrays[f"{tag}_last_hidden_state"] = last.numpy()
+        for i, h in enumerate(hidden):
+            arrays[f"{tag}_hidden_states_{i}"] = h.numpy()
+        for i, a in enumerate(out.attentions):
+            arrays[f"{tag}_attentions_{i}"] = a.numpy()
+    if class_name == "HubertForCTC":
+        labels = make_labels(len(BATCH_LENGTHS), config.vocab_size, seed + 3)
+        arrays["batch_labels"] = labels
+        inputs = dict(input_values=torch.from_numpy(x), attention_mask=torch.from_numpy(mask),
+                      labels=torch.from_numpy(labels))
+        for reduction in ("sum", "mean"):
+            model.config.ctc_loss_reduction = reduction
+            with torch.no_grad():
+                arrays[f"batch_loss_{reduction}"] = np.float64(model(**inputs).loss.item())
+        # Gradients of the (configured-reduction) CTC loss w.r.t. every weight, for gradient parity.
+        model.config.ctc_loss_reduction = config.ctc_loss_reduction
+        model.zero_grad()
+        model(**inputs).loss.backward()
+        for pname, p in model.named_parameters():
+            if p.grad is not None:
+                arrays[f"grad/{pname}"] = p.grad.numpy().copy()
+        # Labels that cannot be aligned in the frames: inf, or 0 with ctc_zero_infinity.
+        long_labels = np.ones((1, 400), np.int64)
+        long_labels[0, ::2] = 2
+        arrays["infeasible_labels"] = long_labels
+        for zero in (False, True):
+            model.config.ctc_zero_infinity = zero
+            with torch.no_grad():
+                arrays[f"infeasible_loss_zero_infinity_{int(zero)}"] = np.float64(model(
+                    input_values=torch.from_numpy(single), labels=torch.from_numpy(long_labels)).loss.item())
+        model.config.ctc_zero_infinity = False
+    if class_name == "HubertForSequenceClassification":
+        labels = np.arange(len(BATCH_LENGTHS)) % config.num_labels
+        arrays["batch_labels"] = labels
+        with torch.no_grad():
+            out = model(input_values=torch.from_numpy(x), attention_mask=torch.from_numpy(mask),
+                        labels=torch.from_numpy(labels))
+        arrays["batch_loss"] = np.float64(out.loss.item())
+    np.savez_compressed(os.path.join(out_dir, "reference.npz"), **arrays)
+    with open(os.path.join(out_dir, "SOURCE.json"), "w") as f:
+        json.dump({"model_class": class_name, "transformers": transformers.__version__, "torch": torch.__version__,
+                   "seed": seed, "overrides": {k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()}},
+                  f, indent=2)
+    print(f"{name}: {class_name} -> {out_dir} ({sum(a.nbytes for a in arrays.values() if hasattr(a, 'nbytes'))} bytes)")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("cases", nargs="*", help="cases to write (default: all)")
+    args = parser.parse_args(argv)
+    for i, (name, (class_name, overrides)) in enumerate(CASES.items()):
+        if not args.cases or name in args.cases:
+            run_case(name, class_name, overrides, seed=100 + 10 * i)
+    # Processing and checkpoint-format fixtures live in their own scripts.
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    for module in ("fixtures_processing", "fixtures_formats"):
+        if not args.cases and os.path.exists(os.path.join(os.path.dirname(__file__), module + ".py")):
+            __import__(module).main()
+
+
+if __name__ == "__main__":
+    main()
