@@ -148,6 +148,15 @@ def run_case(name, class_name, overrides, seed):
             arrays[f"{tag}_hidden_states_{i}"] = h.numpy()
         for i, a in enumerate(out.attentions):
             arrays[f"{tag}_attentions_{i}"] = a.numpy()
+    if config.mask_time_prob > 0:
+        # An explicit mask_time_indices is applied in eval mode too (frames -> masked_spec_embed).
+        frames = arrays["single_last_hidden_state"].shape[1]
+        mask_time = np.random.default_rng(seed + 4).random((1, frames)) < 0.3
+        arrays["single_mask_time_indices"] = mask_time
+        with torch.no_grad():
+            arrays["single_masked_last_hidden_state"] = base(
+                input_values=torch.from_numpy(single), mask_time_indices=torch.from_numpy(mask_time)
+            ).last_hidden_state.numpy()
     if class_name == "HubertForCTC":
         labels = make_labels(len(BATCH_LENGTHS), config.vocab_size, seed + 3)
         arrays["batch_labels"] = labels
