@@ -146,7 +146,7 @@ def test_weights_exist_before_the_first_call(tiny_config):
 @pytest.mark.parametrize(
     "x, match",
     [
-XX
+        (np.zeros((1, 80), np.float32), "minimum of 90"),  # tiny_config's receptive field is 90 samples
         (np.zeros((16000,), np.float32), "batch axis"),
         (np.zeros((1, 16000, 2), np.float32), "mono"),
     ],
