@@ -1,4 +1,8 @@
-"""HuBERT for TensorFlow 2 / Keras 3: numerically the reference `transformers` HuBERT."""
+"""HuBERT for TensorFlow 2 / Keras 3: numerically the reference `transformers` HuBERT.
+
+Importing the package registers every layer and model with Keras, so `keras.saving.load_model` reads
+`.keras` files of hubert_tf models with no `custom_objects`.
+"""
 
 __version__ = "0.1.0"
 
@@ -12,3 +16,4 @@ from .modeling import (
     TFHubertModel,
     TFHubertPreTrainedModel,
 )
+from .processing import HubertCTCTokenizer, HubertFeatureExtractor, HubertProcessor, load_audio

@@ -43,6 +43,10 @@ def resolve_file(
     if name_or_path.count("/") > 1 or name_or_path.startswith((".", "/")):
         raise OSError(f"{name_or_path} is neither an existing directory nor a hub repo id")
     import huggingface_hub
+
+    # huggingface_hub reads HF_HUB_OFFLINE once, at its import; honour a value set later too.
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        local_files_only = True
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     try:
