@@ -198,6 +198,39 @@ def run_case(name, class_name, overrides, seed):
     print(f"{name}: {class_name} -> {out_dir} ({sum(a.nbytes for a in arrays.values() if hasattr(a, 'nbytes'))} bytes)")
 
 
+def write_format_variants():
+    """The base_style checkpoint in the other formats hub repos use: sharded safetensors, a
+    pytorch_model.bin with the old weight_g/weight_v names, a sharded bin, and a pretrained-only
+    (HubertModel, no `hubert.` prefix) checkpoint."""
+    src = os.path.join(FIXTURES, "base_style")
+    model = transformers.HubertForCTC.from_pretrained(src).eval()
+    root = os.path.join(FIXTURES, "checkpoint_formats")
+    shutil.rmtree(root, ignore_errors=True)
+    model.save_pretrained(os.path.join(root, "sharded_safetensors"), max_shard_size="60KB")
+    state = {k: v.clone().contiguous() for k, v in model.state_dict().items()}
+    legacy = {k.replace("parametrizations.weight.original0", "weight_g").replace("parametrizations.weight.original1",
+                                                                                  "weight_v"): v for k, v in state.items()}
+    for name, weights in (("legacy_bin", legacy), ("sharded_bin", state)):
+        out = os.path.join(root, name)
+        os.makedirs(out)
+        shutil.copy(os.path.join(src, "config.json"), out)
+        if name == "legacy_bin":
+            torch.save(legacy, os.path.join(out, "pytorch_model.bin"))
+            continue
+        keys = list(weights)
+        halves = [keys[: len(keys) // 2], keys[len(keys) // 2:]]
+        weight_map = {}
+        for i, part in enumerate(halves):
+            fname = f"pytorch_model-{i + 1:05d}-of-00002.bin"
+            torch.save({k: weights[k] for k in part}, os.path.join(out, fname))
+            weight_map.update({k: fname for k in part})
+        total = sum(v.numel() * v.element_size() for v in weights.values())
+        with open(os.path.join(out, "pytorch_model.bin.index.json"), "w") as f:
+            json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2, sort_keys=True)
+    model.hubert.save_pretrained(os.path.join(root, "pretrained_only"))
+    print(f"checkpoint_formats -> {root}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("cases", nargs="*", help="cases to write (default: all)")
@@ -205,6 +238,8 @@ def main(argv=None):
     for i, (name, (class_name, overrides)) in enumerate(CASES.items()):
         if not args.cases or name in args.cases:
             run_case(name, class_name, overrides, seed=100 + 10 * i)
+    if not args.cases or "checkpoint_formats" in args.cases:
+        write_format_variants()
     # Processing and checkpoint-format fixtures live in their own scripts.
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     for module in ("fixtures_processing", "fixtures_formats"):

@@ -28,6 +28,7 @@ LEAF_NAMES: dict[str, tuple[str, ...]] = {
     "masked_spec_embed": ("masked_spec_embed",),
     "layer_weights": ("layer_weights",),
     "label_embeddings": ("label_embeddings_concat",),
+    "label_embs_concat": ("label_embs_concat",),  # TFHubertForPreTraining (fairseq name)
 }
 
 # Reference buffers that carry no information we use (read and ignored, written for completeness).
