@@ -47,3 +47,36 @@ def tiny_config():
         conv_dim=(16, 24, 32), conv_kernel=(10, 5, 4), conv_stride=(5, 4, 4),
         num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
     )
+
+
+PROCESSOR_FILES = os.path.join(FIXTURES, "processing", "hub_files")
+
+
+def make_asr_dir(path, **overrides):
+    """A tiny random TFHubertForCTC with the real frame rate (320 samples per frame) and the
+    facebook/hubert-large-ls960-ft processor files, saved as a hub-style directory."""
+    import shutil
+
+    from hubert_tf import HubertConfig, TFHubertForCTC
+
+    settings = dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=24,
+                    conv_dim=(8,) * 7, num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2, vocab_size=32)
+    settings.update(overrides)
+    model = TFHubertForCTC(HubertConfig(**settings))
+    model.save_pretrained(path)
+    for name in os.listdir(PROCESSOR_FILES):
+        shutil.copy(os.path.join(PROCESSOR_FILES, name), path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def asr_dir(tmp_path_factory):
+    """Group-norm (base-style) tiny ASR model directory."""
+    return make_asr_dir(tmp_path_factory.mktemp("asr_group"))
+
+
+@pytest.fixture(scope="session")
+def asr_dir_layer_norm(tmp_path_factory):
+    """Layer-norm, stable-layer-norm (large-style) tiny ASR model directory."""
+    return make_asr_dir(tmp_path_factory.mktemp("asr_layer"), feat_extract_norm="layer", do_stable_layer_norm=True,
+                        conv_bias=True)

@@ -115,13 +115,15 @@ def test_bfloat16_reads_as_exact_float32_by_default(tmp_path):
 def test_bfloat16_conversion_needs_only_numpy(tmp_path):
     # 0x3FC0 is 1.5 in bfloat16, 0xC000 is -2.0: raw bits written by hand, no ml_dtypes involved.
     bits = np.array([0x3FC0, 0xC000], dtype="<u2").tobytes()
-    path = write_raw(tmp_path / "bits.safetensors", {"b": {"dtype": "BF16", "shape": [2], "data_offsets": [0, 4]}}, bits)
+    header = {"b": {"dtype": "BF16", "shape": [2], "data_offsets": [0, 4]}}
+    path = write_raw(tmp_path / "bits.safetensors", header, bits)
     np.testing.assert_array_equal(read_safetensors(path)["b"], np.array([1.5, -2.0], np.float32))
 
 
 def test_fixture_written_by_transformers_matches_torch_values():
     state = np.load(os.path.join(FIXTURE, "pytorch_model_state.npz"))
-    assert_same_tensors(read_safetensors(os.path.join(FIXTURE, "model.safetensors")), {k: state[k] for k in state.files})
+    loaded = read_safetensors(os.path.join(FIXTURE, "model.safetensors"))
+    assert_same_tensors(loaded, {k: state[k] for k in state.files})
 
 
 # --- byte compatibility -------------------------------------------------------------------

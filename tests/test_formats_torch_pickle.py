@@ -298,7 +298,8 @@ def test_hostile_payload_is_real(tmp_path):
         # a tensor that reads past the end of its storage
         (p_dict({"w": p_tensor("FloatStorage", "0", 2, 1, (2,), (1,))}), "reads past the end"),
     ],
-    ids=["build-on-tensor", "build-on-function", "build-on-class", "call-storage", "inst", "obj", "memo", "persid-str", "persid-type", "out-of-bounds"],
+    ids=["build-on-tensor", "build-on-function", "build-on-class", "call-storage", "inst", "obj", "memo",
+         "persid-str", "persid-type", "out-of-bounds"],  # fmt: skip
 )
 def test_malformed_structure_raises_value_error(tmp_path, payload, message):
     path = torch_zip(tmp_path / "odd.bin", payload, {"0": np.zeros(2, "<f4").tobytes()})

@@ -124,4 +124,5 @@ def load_pretrained(cls, name_or_path, *, config=None, revision=None, cache_dir=
     kwargs = {"dtype": dtype} if dtype is not None else {}
     model = cls(config, **kwargs)
     load_state_dict_into(model, state, source=path, ignore_mismatched_sizes=ignore_mismatched_sizes)
+    model.name_or_path = name_or_path  # where processors and the CLI find the model's other files
     return model

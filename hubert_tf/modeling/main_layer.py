@@ -31,6 +31,9 @@ class TFHubertMainLayer(keras.layers.Layer):
         mask_time_indices: optional bool [batch, frames]: frames replaced by `masked_spec_embed`.
         output_attentions, output_hidden_states: bool.
         training: bool. Enables dropout, layerdrop and SpecAugment.
+        exact_padding: bool. With an attention_mask, take the group-norm statistics of "group" models over
+            the valid samples only, so every example of a padded batch gives exactly what it gives alone
+            (the reference lets the padding into those statistics; False keeps its numbers).
 
     Returns:
         BaseModelOutput with `last_hidden_state` [batch, frames, hidden], and `hidden_states`
@@ -107,7 +110,7 @@ class TFHubertMainLayer(keras.layers.Layer):
         return hidden_states
 
     def call(self, input_values=None, attention_mask=None, mask_time_indices=None, output_attentions=False,
-             output_hidden_states=False, training=False, **kwargs):
+             output_hidden_states=False, training=False, exact_padding=False, **kwargs):
         if kwargs:
             raise ValueError(f"unknown input name(s) {sorted(kwargs)}; accepted: {list(MAIN_INPUTS)}")
         inputs = unpack_inputs(
@@ -118,11 +121,16 @@ class TFHubertMainLayer(keras.layers.Layer):
         attention_mask = inputs.get("attention_mask")
         c = self.config
 
-        features = self.feature_extractor(tf.cast(x, self.compute_dtype))  # [batch, frames, conv_dim[-1]]
-        frame_mask = None
+        sample_lengths = None
         if attention_mask is not None:
             attention_mask = tf.convert_to_tensor(attention_mask)
             check_attention_mask(attention_mask, x)
+            if exact_padding:
+                sample_lengths = tf.reduce_sum(tf.cast(attention_mask, tf.int32), axis=-1)
+        # [batch, frames, conv_dim[-1]]
+        features = self.feature_extractor(tf.cast(x, self.compute_dtype), sample_lengths=sample_lengths)
+        frame_mask = None
+        if attention_mask is not None:
             frame_mask = frame_mask_from_sample_mask(
                 attention_mask, tf.shape(features)[1], c.conv_kernel, c.conv_stride
             )

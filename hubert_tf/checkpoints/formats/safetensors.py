@@ -54,7 +54,8 @@ _NUMPY_DTYPES = {
 _WRITE_ORDER = {
     code: rank
     for rank, code in enumerate(
-        ["BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "I16", "U16", "F16", "BF16", "I32", "U32", "F32", "C64", "F64", "I64", "U64"]
+        ["BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "I16", "U16", "F16", "BF16",
+         "I32", "U32", "F32", "C64", "F64", "I64", "U64"]  # fmt: skip
     )
 }
 
@@ -103,7 +104,9 @@ def _parse_header(path, f, file_size):
         raise ValueError(f"{path}: file is {file_size} bytes, too small for a safetensors header")
     (header_size,) = struct.unpack("<Q", f.read(8))
     if header_size > MAX_HEADER_SIZE:
-        raise ValueError(f"{path}: header length {header_size} exceeds the {MAX_HEADER_SIZE}-byte limit (corrupt file?)")
+        raise ValueError(
+            f"{path}: header length {header_size} exceeds the {MAX_HEADER_SIZE}-byte limit (corrupt file?)"
+        )
     if 8 + header_size > file_size:
         raise ValueError(
             f"{path}: header length {header_size} runs past the end of the {file_size}-byte file (truncated?)"

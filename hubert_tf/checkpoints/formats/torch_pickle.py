@@ -41,9 +41,9 @@ __all__ = ["UnsafeCheckpointError", "load_torch_pickle", "read_torch_bin"]
 # The legacy stream format's first two pickles.
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
-# data.pkl / each legacy pickle holds only structure (tensor bytes live elsewhere); a larger
-# one is not a checkpoint we should read into memory.
-_MAX_PICKLE_BYTES = 1 << 30
+# data.pkl / each legacy pickle holds only structure (tensor bytes live elsewhere): ~100 kB
+# for a 7B-parameter model. A far larger one is not a checkpoint we should read into memory.
+_MAX_PICKLE_BYTES = 1 << 28
 # Opcodes torch never writes; INST/OBJ/EXT* would reach globals by other routes.
 _FORBIDDEN_OPCODES = {"INST", "OBJ", "EXT1", "EXT2", "EXT4", "NEWOBJ_EX", "PERSID"}
 _MEMO_PUT_OPCODES = {"PUT", "BINPUT", "LONG_BINPUT"}
@@ -426,7 +426,7 @@ def _storage_persistent_load(path, storages, legacy):
 
     def load(pid):
         if not isinstance(pid, tuple) or len(pid) != (6 if legacy else 5) or pid[0] != "storage":
-            raise pickle.UnpicklingError(f"unsupported persistent id {type(pid).__name__} of length {len(pid) if isinstance(pid, tuple) else '?'}")
+            raise pickle.UnpicklingError(f"unsupported persistent id (a {type(pid).__name__}, not a torch storage id)")
         _, etype, key, _location, numel = pid[:5]
         if not isinstance(etype, _ElementType) or not isinstance(key, str) or type(numel) is not int or numel < 0:
             raise pickle.UnpicklingError("malformed storage persistent id")

@@ -1,0 +1,306 @@
+"""`hubert-tf`: transcribe, extract features, export, inspect and benchmark HuBERT models.
+
+Every command takes a hub id or a local directory. Errors print one line and exit non-zero; `--debug`
+shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from .pipelines import DEFAULT_ASR_MODEL
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+class Progress:
+    """A one-line progress bar on stderr (only on a terminal, and not with --quiet)."""
+
+    def __init__(self, total: int, label: str, enabled: bool):
+        self.total, self.done, self.label = max(total, 1), 0, label
+        self.enabled = enabled and sys.stderr.isatty()
+        self.start = time.monotonic()
+
+    def __call__(self, amount: int) -> None:
+        self.done += amount
+        if self.enabled:
+            frac = min(self.done / self.total, 1.0)
+            bar = "#" * int(30 * frac)
+            sys.stderr.write(f"\r{self.label} [{bar:<30}] {100 * frac:5.1f}% {time.monotonic() - self.start:6.1f}s")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+def _audio_files(paths):
+    for path in paths:
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{path}: no such file")
+        if os.path.isdir(path):
+            raise IsADirectoryError(f"{path} is a directory, expected an audio file")
+    return paths
+
+
+def _load_audio_files(paths, rate):
+    from .processing import load_audio
+
+    return [load_audio(p, sampling_rate=rate) for p in _audio_files(paths)]
+
+
+# ----------------------------------------------------------------------------------------- formats
+def _timestamp(seconds: float, sep: str) -> str:
+    ms = int(round(seconds * 1000))
+    h, ms = divmod(ms, 3_600_000)
+    m, ms = divmod(ms, 60_000)
+    s, ms = divmod(ms, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
+
+
+def subtitle_cues(chunks, max_words: int = 10, max_seconds: float = 5.0):
+    """Groups word chunks into subtitle cues of at most `max_words` words / `max_seconds`."""
+    cues, current = [], []
+    for chunk in chunks:
+        if current and (len(current) >= max_words or chunk["timestamp"][1] - current[0]["timestamp"][0] > max_seconds):
+            cues.append(current)
+            current = []
+        current.append(chunk)
+    if current:
+        cues.append(current)
+    return [(c[0]["timestamp"][0], c[-1]["timestamp"][1], " ".join(w["text"] for w in c)) for c in cues]
+
+
+def format_transcript(result, fmt: str, path: str) -> str:
+    if fmt == "text":
+        return (result if isinstance(result, str) else result["text"]) + "\n"
+    if fmt == "json":
+        body = {"file": path, **(result if isinstance(result, dict) else {"text": result})}
+        return json.dumps(body, ensure_ascii=False) + "\n"
+    cues = subtitle_cues(result["chunks"])
+    if fmt == "srt":
+        return "".join(f"{i}\n{_timestamp(a, ',')} --> {_timestamp(b, ',')}\n{text}\n\n"
+                       for i, (a, b, text) in enumerate(cues, 1))
+    if fmt == "vtt":
+        return "WEBVTT\n\n" + "".join(f"{_timestamp(a, '.')} --> {_timestamp(b, '.')}\n{text}\n\n" for a, b, text in cues)
+    raise ValueError(f"unknown format {fmt!r}")
+
+
+# ----------------------------------------------------------------------------------------- commands
+def cmd_transcribe(args) -> int:
+    from .pipelines import load_model_and_processor, transcribe
+
+    timestamps = args.timestamps
+    if args.format in ("srt", "vtt") and timestamps is None:
+        timestamps = "word"
+    if args.format in ("srt", "vtt") and timestamps != "word":
+        raise ValueError(f"--format {args.format} needs word timestamps (drop --timestamps char)")
+    model, processor = load_model_and_processor(args.model)
+    audios = _load_audio_files(args.files, processor.feature_extractor.sampling_rate)
+    rate = processor.feature_extractor.sampling_rate
+    progress = Progress(sum(a.size for a in audios), "transcribing", not args.quiet)
+    try:
+        results = transcribe([(a, rate) for a in audios], model, processor=processor,
+                             chunk_length_s=args.chunk_length_s, batch_size=args.batch_size,
+                             return_timestamps=timestamps, progress=progress)
+    finally:
+        progress.close()
+    texts = [format_transcript(r, args.format, p) for r, p in zip(results, args.files)]
+    if args.output and args.format in ("srt", "vtt") and len(texts) > 1:
+        os.makedirs(args.output, exist_ok=True)
+        for path, text in zip(args.files, texts):
+            stem = os.path.splitext(os.path.basename(path))[0]
+            _write_text(os.path.join(args.output, f"{stem}.{args.format}"), text)
+        return 0
+    if args.format == "text" and len(texts) > 1:
+        texts = [f"{p}\t{t}" for p, t in zip(args.files, texts)]
+    _emit("".join(texts), args.output)
+    return 0
+
+
+def cmd_features(args) -> int:
+    import numpy as np
+
+    from .modeling import TFHubertModel
+    from .pipelines import _try_feature_extractor, extract_features
+
+    model = TFHubertModel.from_pretrained(args.model)
+    fe = _try_feature_extractor(args.model)
+    rate = getattr(fe, "sampling_rate", 16000)
+    audios = _load_audio_files(args.files, rate)
+    progress = Progress(sum(a.size for a in audios), "features", not args.quiet)
+    try:
+        features = extract_features([(a, rate) for a in audios], model, processor=fe, layer=args.layer,
+                                    batch_size=args.batch_size, progress=progress)
+    finally:
+        progress.close()
+    output = args.output
+    if output is None or not output.endswith((".h5", ".hdf5")):
+        out_dir = output or "."
+        os.makedirs(out_dir, exist_ok=True)
+        for path, array in zip(args.files, features):
+            stem = os.path.splitext(os.path.basename(path))[0]
+            target = os.path.join(out_dir, f"{stem}.layer{args.layer}.npy")
+            from .checkpoints.formats.atomic import atomic_write
+
+            with atomic_write(target, "wb") as f:
+                np.save(f, array)
+            print(target)
+        return 0
+    import h5py
+
+    from .checkpoints.formats.atomic import atomic_files
+
+    directory, name = os.path.split(os.path.abspath(output))
+    with atomic_files(directory) as files:
+        with h5py.File(files.path(name), "w") as h5:
+            h5.attrs["model"] = str(args.model)
+            h5.attrs["layer"] = args.layer
+            for path, array in zip(args.files, features):
+                h5.create_dataset(os.path.basename(path), data=array)
+    print(output)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from . import export
+    from .modeling import TFHubertForCTC, TFHubertModel
+
+    model = _load_any(args.model)
+    if args.format == "tflite":
+        export.to_tflite(model, args.out_dir if args.out_dir.endswith(".tflite") else os.path.join(
+            args.out_dir, "model.tflite"), quantize=args.quantize)
+    else:
+        export.export_saved_model(model, args.out_dir)
+    print(args.out_dir)
+    return 0
+
+
+def _load_any(source):
+    """Loads a checkpoint into the class its config's `architectures` names (base model otherwise)."""
+    import hubert_tf
+
+    from .configuration import HubertConfig
+
+    config = HubertConfig.from_pretrained(source)
+    names = getattr(config, "architectures", None) or ["HubertModel"]
+    cls = getattr(hubert_tf, "TF" + names[0], None) or hubert_tf.TFHubertModel
+    return cls.from_pretrained(source, config=config)
+
+
+def cmd_info(args) -> int:
+    import numpy as np
+
+    from .checkpoints.loading import WEIGHT_FILES
+    from .configuration import HubertConfig
+    from .hub import resolve_file
+
+    config = HubertConfig.from_pretrained(args.model)
+    found = [f for f in WEIGHT_FILES + ("preprocessor_config.json", "vocab.json", "tokenizer_config.json")
+             if resolve_file(args.model, f, required=False)]
+    model = _load_any(args.model)
+    trainable = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
+    arch = "stable layer norm (pre-LN)" if config.do_stable_layer_norm else "post-LN"
+    lines = [
+        f"model:        {args.model}",
+        f"class:        {type(model).__name__}",
+        f"parameters:   {trainable:,}",
+        f"encoder:      {config.num_hidden_layers} layers x {config.hidden_size} hidden, "
+        f"{config.num_attention_heads} heads, ffn {config.intermediate_size}, {arch}",
+        f"features:     {config.num_feat_extract_layers} convs ({config.feat_extract_norm} norm), "
+        f"{config.inputs_to_logits_ratio} samples per frame, receptive field {config.receptive_field}",
+        f"vocab_size:   {config.vocab_size}",
+        f"files:        {', '.join(found) or '(none)'}",
+    ]
+    print("\n".join(lines))
+    return 0
+
+
+def _write_text(path, text):
+    from .checkpoints.formats.atomic import atomic_write
+
+    with atomic_write(path, "w") as f:
+        f.write(text)
+
+
+def _emit(text, output):
+    if output:
+        _write_text(output, text)
+    else:
+        sys.stdout.write(text)
+
+
+# ----------------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hubert-tf", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    # The same flags after the command name (`hubert-tf transcribe f.wav --quiet`).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    common.add_argument("--quiet", "-q", action="store_true", default=argparse.SUPPRESS, help="no progress bar")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("transcribe", help="speech to text", parents=[common])
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--model", default=DEFAULT_ASR_MODEL, help=f"hub id or directory (default {DEFAULT_ASR_MODEL})")
+    p.add_argument("--chunk-length-s", type=float, default=None, help="chunk long audio (default: 30 s above 30 s)")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--timestamps", choices=["word", "char"], default=None)
+    p.add_argument("--format", choices=["text", "json", "srt", "vtt"], default="text")
+    p.add_argument("--output", "-o", help="output file (a directory for srt/vtt of several files)")
+    p.set_defaults(func=cmd_transcribe)
+
+    p = sub.add_parser("features", help="hidden states of one layer, per file", parents=[common])
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--layer", type=int, required=True, help="index into hidden_states (0 = encoder input)")
+    p.add_argument("--model", default="facebook/hubert-base-ls960")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--output", "-o", help="a directory for one .npy per file, or a .h5 file for all")
+    p.set_defaults(func=cmd_features)
+
+    p = sub.add_parser("export", help="SavedModel (TF Serving) or TFLite", parents=[common])
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("out_dir", metavar="OUT_DIR")
+    p.add_argument("--format", choices=["saved_model", "tflite"], default="saved_model")
+    p.add_argument("--quantize", choices=["dynamic"], default=None, help="TFLite dynamic-range quantisation")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("info", help="config summary, parameter count, files found", parents=[common])
+    p.add_argument("model", metavar="MODEL")
+    p.set_defaults(func=cmd_info)
+
+    for optional in ("hubert_tf.benchmark:add_bench_parser", "hubert_tf.units:add_units_parser"):
+        module, function = optional.split(":")
+        try:
+            mod = __import__(module, fromlist=[function])
+        except ImportError:
+            continue
+        if hasattr(mod, function):
+            getattr(mod, function)(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except KeyboardInterrupt:
+        print("hubert-tf: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - the CLI's contract: one line, non-zero exit
+        if getattr(args, "debug", False):
+            raise
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"hubert-tf: error: {message}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

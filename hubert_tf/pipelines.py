@@ -1,0 +1,321 @@
+"""Transcribe and embed real recordings of any length: `transcribe` and `extract_features`.
+
+Long audio runs in overlapping chunks (chunked CTC inference): each chunk's outputs are kept only in
+its middle, the stride regions on both sides are dropped, and the kept frames tile the whole file, so
+memory stays flat whatever the length. Chunk and stride lengths are whole multiples of the model's
+frame step (320 samples), so every chunk frame is exactly a frame of the whole file.
+
+Batches are exact: examples padded together give the same outputs as one at a time, group-norm base
+models included (their first-layer statistics are taken over the valid samples).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+DEFAULT_ASR_MODEL = "facebook/hubert-large-ls960-ft"
+AUTO_CHUNK_ABOVE_S = 30.0  # chunking turns on by itself for audio longer than this
+DEFAULT_CHUNK_S = 30.0
+NORMALIZE_EPS = 1e-7
+
+
+# ----------------------------------------------------------------------------------------- loading
+def load_model_and_processor(model, processor=None):
+    """Returns (TFHubertForCTC, HubertProcessor) from a hub id / directory / loaded model."""
+    from .modeling import TFHubertForCTC
+    from .processing import HubertProcessor
+
+    source = getattr(model, "name_or_path", None)
+    if isinstance(model, (str, os.PathLike)):
+        source = os.fspath(model)
+        model = TFHubertForCTC.from_pretrained(source)
+    if isinstance(processor, (str, os.PathLike)):
+        processor = HubertProcessor.from_pretrained(os.fspath(processor))
+    if processor is None:
+        if source is None:
+            raise ValueError("pass processor= with a loaded model (or pass the model as a hub id or directory)")
+        processor = HubertProcessor.from_pretrained(source)
+    return model, processor
+
+
+def _feature_extractor(processor):
+    return getattr(processor, "feature_extractor", processor)
+
+
+def _load_inputs(inputs, sampling_rate: int) -> tuple[list[np.ndarray], bool]:
+    """Normalises `inputs` to a list of mono float32 arrays at `sampling_rate`; says whether one was given."""
+    from .processing import load_audio
+
+    single = not isinstance(inputs, list)
+    items = [inputs] if single else inputs
+    # A bare array is taken to be at the model's rate already; pass (array, rate) otherwise.
+    items = [(item, sampling_rate) if isinstance(item, np.ndarray) else item for item in items]
+    return [load_audio(item, sampling_rate=sampling_rate) for item in items], single
+
+
+def normalize(audio: np.ndarray, do_normalize: bool) -> np.ndarray:
+    """Zero mean, unit variance over the whole recording (the feature extractor's normalisation)."""
+    audio = np.asarray(audio, np.float32)
+    if not do_normalize:
+        return audio
+    return ((audio - audio.mean()) / np.sqrt(audio.var() + NORMALIZE_EPS)).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------- compiled calls
+def _cached(model, key, build):
+    cache = model.__dict__.setdefault("_hubert_tf_functions", {})
+    if key not in cache:
+        cache[key] = build()
+    return cache[key]
+
+
+def logits_function(model) -> Callable:
+    """A compiled `(input_values [B, S], attention_mask [B, S]) -> logits [B, F, V]`, traced once for all
+    shapes (no retracing per length), exact for padded batches."""
+
+    def build():
+        @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([None, None], tf.int32)],
+                     reduce_retracing=True)
+        def logits(input_values, attention_mask):
+            body = model.hubert(input_values, attention_mask=attention_mask, exact_padding=True)
+            return tf.cast(model.lm_head(body["last_hidden_state"]), tf.float32)
+
+        return logits
+
+    return _cached(model, "logits", build)
+
+
+def hidden_states_function(model) -> Callable:
+    """A compiled `(input_values, attention_mask) -> tuple of hidden states` (num_hidden_layers + 1)."""
+
+    def build():
+        @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([None, None], tf.int32)],
+                     reduce_retracing=True)
+        def hidden(input_values, attention_mask):
+            out = model.hubert(input_values, attention_mask=attention_mask, exact_padding=True,
+                               output_hidden_states=True)
+            return tuple(tf.cast(h, tf.float32) for h in out["hidden_states"])
+
+        return hidden
+
+    return _cached(model, "hidden", build)
+
+
+def trace_count(model) -> int:
+    """Graphs traced so far by the compiled inference functions of `model` (for tests and benchmarks)."""
+    cache = model.__dict__.get("_hubert_tf_functions", {})
+    return sum(f.experimental_get_tracing_count() for f in cache.values())
+
+
+# ----------------------------------------------------------------------------------------- chunking
+@dataclass(frozen=True)
+class Chunk:
+    """A window of samples [start, stop) of one recording, keeping frames [keep_start, keep_stop) of
+    its own output, which are frames [start // step + keep_start, ...) of the whole recording."""
+
+    index: int  # which recording
+    start: int
+    stop: int
+    keep_start: int
+    keep_stop: int
+
+
+def plan_chunks(num_samples: int, index: int, config, chunk_length_s: float | None, stride_length_s,
+                sampling_rate: int) -> list[Chunk]:
+    """Windows covering a recording of `num_samples`; one window when chunking is off or unnecessary."""
+    from .modeling.masking import conv_output_lengths
+
+    step = config.inputs_to_logits_ratio
+    total_frames = int(conv_output_lengths(num_samples, config.conv_kernel, config.conv_stride))
+    if chunk_length_s is None:
+        chunk_length_s = DEFAULT_CHUNK_S if num_samples > AUTO_CHUNK_ABOVE_S * sampling_rate else 0
+    chunk = int(round(chunk_length_s * sampling_rate / step)) * step
+    if chunk <= 0 or num_samples <= chunk:
+        return [Chunk(index, 0, num_samples, 0, total_frames)]
+    if stride_length_s is None:
+        stride_length_s = chunk_length_s / 6
+    left_s, right_s = (stride_length_s, stride_length_s) if np.isscalar(stride_length_s) else stride_length_s
+    left = int(round(left_s * sampling_rate / step)) * step
+    right = int(round(right_s * sampling_rate / step)) * step
+    if left + right >= chunk:
+        raise ValueError(f"stride_length_s ({left_s}, {right_s}) must leave room in chunk_length_s={chunk_length_s}")
+    chunks, start = [], 0
+    while True:
+        stop = min(start + chunk, num_samples)
+        last = stop >= num_samples
+        frames = int(conv_output_lengths(stop - start, config.conv_kernel, config.conv_stride))
+        keep_start = 0 if start == 0 else left // step
+        keep_stop = frames if last else (chunk - right) // step
+        keep_stop = min(keep_stop, total_frames - start // step)
+        if keep_stop > keep_start:
+            chunks.append(Chunk(index, start, stop, keep_start, keep_stop))
+        if last:
+            return chunks
+        start += chunk - left - right
+        if start + config.receptive_field > num_samples:  # nothing left that yields a new frame
+            return chunks
+
+
+def _batches(items: Sequence, size: int) -> Iterable[Sequence]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def run_chunked(audios: list[np.ndarray], function: Callable, config, *, chunk_length_s, stride_length_s,
+                batch_size: int, sampling_rate: int, progress=None) -> list[Any]:
+    """Runs `function` over every chunk of every recording in padded batches and stitches the kept frames.
+
+    `function(input_values, attention_mask)` returns a [B, F, D] tensor or a tuple of them; the result is
+    one array (or a tuple of arrays) [frames, D] per recording.
+    """
+    from .modeling.masking import conv_output_lengths
+
+    min_samples = config.receptive_field
+    for i, audio in enumerate(audios):
+        if audio.size < min_samples:
+            raise ValueError(f"input {i} has {audio.size} samples, fewer than the minimum of {min_samples} "
+                             f"({min_samples / sampling_rate * 1000:.0f} ms at {sampling_rate} Hz)")
+    plans = [plan_chunks(a.size, i, config, chunk_length_s, stride_length_s, sampling_rate) for i, a in enumerate(audios)]
+    chunks = [c for plan in plans for c in plan]
+    # Longest first keeps padding low; results go to their place whatever the order.
+    chunks.sort(key=lambda c: c.stop - c.start, reverse=True)
+    totals = [int(conv_output_lengths(a.size, config.conv_kernel, config.conv_stride)) for a in audios]
+    results: list[Any] = [None] * len(audios)
+    step = config.inputs_to_logits_ratio
+    for batch in _batches(chunks, max(1, batch_size)):
+        width = max(c.stop - c.start for c in batch)
+        x = np.zeros((len(batch), width), np.float32)
+        mask = np.zeros((len(batch), width), np.int32)
+        for row, c in enumerate(batch):
+            x[row, : c.stop - c.start] = audios[c.index][c.start:c.stop]
+            mask[row, : c.stop - c.start] = 1
+        out = function(tf.constant(x), tf.constant(mask))
+        outs = out if isinstance(out, tuple) else (out,)
+        outs = [o.numpy() for o in outs]
+        for row, c in enumerate(batch):
+            if results[c.index] is None:
+                results[c.index] = [np.zeros((totals[c.index], o.shape[-1]), np.float32) for o in outs]
+            at = c.start // step + c.keep_start
+            for target, o in zip(results[c.index], outs):
+                target[at:at + c.keep_stop - c.keep_start] = o[row, c.keep_start:c.keep_stop]
+        if progress is not None:
+            progress(sum(c.stop - c.start for c in batch))
+    return [r if isinstance(out, tuple) else r[0] for r in results]
+
+
+# ----------------------------------------------------------------------------------------- public API
+def transcribe(inputs, model=DEFAULT_ASR_MODEL, *, processor=None, chunk_length_s: float | None = None,
+               stride_length_s=None, batch_size: int = 1, return_timestamps: str | None = None, progress=None):
+    """Speech to text with a CTC model, for recordings of any length.
+
+    Args:
+        inputs: a path, a file object, bytes, an `(array, sampling_rate)` pair, a 16 kHz float array, or
+            a list of them.
+        model: a hub id, a local directory, or a loaded `TFHubertForCTC`. Defaults to
+            "facebook/hubert-large-ls960-ft" (downloaded once, then cached).
+        processor: a `HubertProcessor` (or its directory); defaults to the model's own.
+        chunk_length_s: chunk length for long audio; None = 30 s chunks for audio longer than 30 s,
+            0 = never chunk.
+        stride_length_s: context dropped on each side of a chunk (a number, or (left, right));
+            defaults to chunk_length_s / 6.
+        batch_size: chunks run together (results do not depend on it).
+        return_timestamps: None, "word" or "char".
+        progress: optional callable receiving the number of samples done after each batch.
+
+    Returns:
+        The text (str), or with `return_timestamps` a dict {"text", "chunks": [{"text", "timestamp":
+        (start_s, end_s)}]}; a list of those for a list of inputs.
+
+    Example:
+
+    >>> text = transcribe("speech.flac")  # doctest: +SKIP
+    """
+    if return_timestamps not in (None, "word", "char"):
+        raise ValueError(f"return_timestamps must be None, 'word' or 'char', got {return_timestamps!r}")
+    model, processor = load_model_and_processor(model, processor)
+    rate = _feature_extractor(processor).sampling_rate
+    audios, single = _load_inputs(inputs, rate)
+    do_normalize = getattr(_feature_extractor(processor), "do_normalize", True)
+    audios = [normalize(a, do_normalize) for a in audios]
+    logits = run_chunked(audios, logits_function(model), model.config, chunk_length_s=chunk_length_s,
+                         stride_length_s=stride_length_s, batch_size=batch_size, sampling_rate=rate, progress=progress)
+    seconds_per_frame = model.config.inputs_to_logits_ratio / rate
+    results = [_decode(processor.tokenizer, l.argmax(-1), return_timestamps, seconds_per_frame) for l in logits]
+    return results[0] if single else results
+
+
+def _decode(tokenizer, ids, return_timestamps, seconds_per_frame):
+    if return_timestamps is None:
+        return tokenizer.decode(ids)
+    out = tokenizer.decode(ids, output_char_offsets=return_timestamps == "char",
+                           output_word_offsets=return_timestamps == "word")
+    offsets = out.word_offsets if return_timestamps == "word" else out.char_offsets
+    key = "word" if return_timestamps == "word" else "char"
+    chunks = [{"text": o[key], "timestamp": (round(o["start_offset"] * seconds_per_frame, 3),
+                                             round(o["end_offset"] * seconds_per_frame, 3))} for o in offsets]
+    return {"text": out.text, "chunks": chunks}
+
+
+def extract_features(inputs, model="facebook/hubert-base-ls960", *, processor=None, layer=None,
+                     batch_size: int = 1, chunk_length_s: float | None = None, stride_length_s=None, progress=None):
+    """Hidden states of chosen layers for recordings of any length.
+
+    Args:
+        inputs: as `transcribe`.
+        model: hub id, directory, or a loaded HuBERT model (any class with a `.hubert` body).
+        processor: a feature extractor or processor (or its directory); defaults to the model's own,
+            or plain zero-mean unit-variance normalisation when the model has none.
+        layer: None (the last hidden state), an int (index into `hidden_states`: 0 = encoder input,
+            num_hidden_layers = last; negative counts from the end) or a list of ints.
+        batch_size, chunk_length_s, stride_length_s, progress: as `transcribe`.
+
+    Returns:
+        For each input, an array [frames, hidden_size] (int/None layer) or a dict {layer: array} (list).
+        A single input gives a single result.
+    """
+    from .modeling import TFHubertModel
+    from .processing import HubertFeatureExtractor
+
+    source = getattr(model, "name_or_path", None)
+    if isinstance(model, (str, os.PathLike)):
+        source = os.fspath(model)
+        model = TFHubertModel.from_pretrained(source)
+    if isinstance(processor, (str, os.PathLike)):
+        processor = HubertFeatureExtractor.from_pretrained(os.fspath(processor))
+    if processor is None and source is not None:
+        processor = _try_feature_extractor(source)
+    fe = _feature_extractor(processor) if processor is not None else None
+    rate = getattr(fe, "sampling_rate", 16000)
+    n = model.config.num_hidden_layers + 1
+    layers = [layer] if not isinstance(layer, (list, tuple)) else list(layer)
+    indices = []
+    for l in layers:
+        i = n - 1 if l is None else int(l)
+        if not -n <= i < n:
+            raise ValueError(f"layer {l} is out of range: the model has hidden_states 0..{n - 1}")
+        indices.append(i % n)
+    audios, single = _load_inputs(inputs, rate)
+    audios = [normalize(a, getattr(fe, "do_normalize", True)) for a in audios]
+    hidden = run_chunked(audios, hidden_states_function(model), model.config, chunk_length_s=chunk_length_s,
+                         stride_length_s=stride_length_s, batch_size=batch_size, sampling_rate=rate, progress=progress)
+    results = []
+    for states in hidden:
+        if isinstance(layer, (list, tuple)):
+            results.append({l: states[i] for l, i in zip(layers, indices)})
+        else:
+            results.append(states[indices[0]])
+    return results[0] if single else results
+
+
+def _try_feature_extractor(source):
+    from .processing import HubertFeatureExtractor
+
+    try:
+        return HubertFeatureExtractor.from_pretrained(source)
+    except (OSError, ValueError):
+        return None
