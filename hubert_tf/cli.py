@@ -100,6 +100,7 @@ def cmd_transcribe(args) -> int:
         timestamps = "word"
     if args.format in ("srt", "vtt") and timestamps != "word":
         raise ValueError(f"--format {args.format} needs word timestamps (drop --timestamps char)")
+    _audio_files(args.files)  # fail on a missing file before loading a model
     model, processor = load_model_and_processor(args.model)
     audios = _load_audio_files(args.files, processor.feature_extractor.sampling_rate)
     rate = processor.feature_extractor.sampling_rate
@@ -129,6 +130,7 @@ def cmd_features(args) -> int:
     from .modeling import TFHubertModel
     from .pipelines import _try_feature_extractor, extract_features
 
+    _audio_files(args.files)
     model = TFHubertModel.from_pretrained(args.model)
     fe = _try_feature_extractor(args.model)
     rate = getattr(fe, "sampling_rate", 16000)

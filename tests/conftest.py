@@ -7,6 +7,9 @@ import os
 import numpy as np
 import pytest
 
+# The suite never reaches the network: hub ids resolve from local caches only.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 
 # The parity fixtures written by tools/make_fixtures.py with the PyTorch reference.
