@@ -55,7 +55,11 @@ def _load_inputs(inputs, sampling_rate: int) -> tuple[list[np.ndarray], bool]:
     items = [inputs] if single else inputs
     # A bare array is taken to be at the model's rate already; pass (array, rate) otherwise.
     items = [(item, sampling_rate) if isinstance(item, np.ndarray) else item for item in items]
-    return [load_audio(item, sampling_rate=sampling_rate) for item in items], single
+    audios = [load_audio(item, sampling_rate=sampling_rate) for item in items]
+    for i, audio in enumerate(audios):
+        if not np.isfinite(audio).all():
+            raise ValueError(f"input {i} contains NaN or infinite samples")
+    return audios, single
 
 
 def normalize(audio: np.ndarray, do_normalize: bool) -> np.ndarray:

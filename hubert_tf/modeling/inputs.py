@@ -49,14 +49,33 @@ def unpack_inputs(first: Any, names: Sequence[str], given: dict[str, Any]) -> di
     return out
 
 
+PCM_HINT = (
+    "raw 16-bit PCM samples; the model expects float audio normalised as the feature extractor does: "
+    "read files with hubert_tf.load_audio (which scales integers to [-1, 1]) and prepare them with "
+    "HubertFeatureExtractor / HubertProcessor"
+)
+
+
 def to_float_tensor(value, name: str):
-    """Casts audio (numpy, list or tensor; integer dtypes included) to a float32 tensor."""
+    """Casts audio (numpy, list or tensor) to a float32 tensor.
+
+    int32/int64 values are cast; int16 (raw PCM, 1000x out of range) and non-finite samples are refused
+    with a ValueError that says what to do.
+    """
+    dtype = getattr(value, "dtype", None)
+    if dtype is not None and np.dtype(getattr(dtype, "as_numpy_dtype", dtype)) == np.int16:
+        raise ValueError(f"{name} has dtype int16, i.e. {PCM_HINT}")
     if isinstance(value, np.ndarray) and value.dtype.kind in "iu":
         value = value.astype(np.float32)
     tensor = tf.convert_to_tensor(value)
     if not (tensor.dtype.is_floating or tensor.dtype.is_integer):
         raise ValueError(f"{name} must be numeric, got dtype {tensor.dtype.name}")
-    return tf.cast(tensor, tf.float32) if tensor.dtype != tf.float32 else tensor
+    tensor = tf.cast(tensor, tf.float32) if tensor.dtype != tf.float32 else tensor
+    if tf.executing_eagerly():
+        bad = int(tf.size(tensor)) - int(tf.reduce_sum(tf.cast(tf.math.is_finite(tensor), tf.int32)))
+        if bad:
+            raise ValueError(f"{name} contains {bad} NaN or infinite value(s)")
+    return tensor
 
 
 def check_audio(input_values, min_samples: int):
