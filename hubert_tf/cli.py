@@ -170,16 +170,19 @@ def cmd_features(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from . import export
-    from .modeling import TFHubertForCTC, TFHubertModel
+    from .export import export_model
+    from .hub import resolve_file
 
     model = _load_any(args.model)
     if args.format == "tflite":
-        export.to_tflite(model, args.out_dir if args.out_dir.endswith(".tflite") else os.path.join(
-            args.out_dir, "model.tflite"), quantize=args.quantize)
+        path = args.out_dir if args.out_dir.endswith(".tflite") else os.path.join(args.out_dir, "model.tflite")
+        written = export_model(model, path, format="tflite", quantize=args.quantize)
     else:
-        export.export_saved_model(model, args.out_dir)
-    print(args.out_dir)
+        # With the model's tokenizer files, the export also gets the audio-to-text signatures.
+        has_tokenizer = resolve_file(args.model, "vocab.json", required=False) is not None
+        written = export_model(model, args.out_dir, format="saved_model", version=args.version,
+                               processor=args.model if has_tokenizer else None, overwrite=args.overwrite)
+    print(written)
     return 0
 
 
@@ -271,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out_dir", metavar="OUT_DIR")
     p.add_argument("--format", choices=["saved_model", "tflite"], default="saved_model")
     p.add_argument("--quantize", choices=["dynamic"], default=None, help="TFLite dynamic-range quantisation")
+    p.add_argument("--version", type=int, default=None, help="write OUT_DIR/VERSION/ (TF Serving layout)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing SavedModel")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("info", help="config summary, parameter count, files found", parents=[common])

@@ -110,3 +110,20 @@ def test_offline_without_cache_is_one_line(tmp_path, wavs):
 def test_debug_shows_the_traceback(capsys):
     with pytest.raises(FileNotFoundError):
         main(["--debug", "transcribe", "missing.wav", "--model", "x"])
+
+
+@pytest.mark.parametrize("fmt", ["saved_model", "tflite"])
+def test_export(asr_dir, tmp_path, capsys, fmt):
+    code, out, _ = run(["export", asr_dir, str(tmp_path / "hubert"), "--format", fmt, "--version", "1"]
+                       if fmt == "saved_model" else ["export", asr_dir, str(tmp_path / "m.tflite"), "--format", fmt],
+                       capsys)
+    assert code == 0
+    written = out.strip()
+    if fmt == "saved_model":
+        import tensorflow as tf
+
+        loaded = tf.saved_model.load(written)
+        assert written.endswith(os.path.join("hubert", "1"))
+        assert {"serving_default", "transcribe"} <= set(loaded.signatures)
+    else:
+        assert written.endswith("m.tflite") and os.path.getsize(written) > 1000

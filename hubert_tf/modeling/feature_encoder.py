@@ -30,8 +30,9 @@ class TFHubertChannelNorm(keras.layers.Layer):
         self.epsilon = epsilon
 
     def build(self, input_shape=None):
-        self.gamma = self.add_weight(name="gamma", shape=(self.channels,), initializer="ones")
-        self.beta = self.add_weight(name="beta", shape=(self.channels,), initializer="zeros")
+        # autocast=False: the norm runs in float32 under mixed precision policies too.
+        self.gamma = self.add_weight(name="gamma", shape=(self.channels,), initializer="ones", autocast=False)
+        self.beta = self.add_weight(name="beta", shape=(self.channels,), initializer="zeros", autocast=False)
 
     def call(self, x, frame_mask=None):
         # x: [batch, frames, channels]; statistics in float32 whatever the compute dtype.
@@ -163,7 +164,8 @@ class TFHubertFeatureEncoder(keras.layers.Layer):
         `sample_lengths` ([batch] ints), when given, restricts the first group norm's statistics to the
         valid samples (batch-invariant features); without it the numbers are the reference's.
         """
-        x = input_values[:, :, None]  # [batch, samples, 1]
+        # expand_dims, not x[:, :, None]: TFLite has no strided slice with a new axis on dynamic shapes.
+        x = tf.expand_dims(input_values, -1)  # [batch, samples, 1]
         lengths = sample_lengths
         for layer in self.conv_layers:
             frame_mask = None
