@@ -12,8 +12,11 @@ from .modeling import (
     TFHubertEncoderStableLayerNorm,
     TFHubertFeatureEncoder,
     TFHubertForCTC,
+    TFHubertForPreTraining,
+    TFHubertForSequenceClassification,
     TFHubertMainLayer,
     TFHubertModel,
     TFHubertPreTrainedModel,
 )
+from .pipelines import extract_features, transcribe
 from .processing import HubertCTCTokenizer, HubertFeatureExtractor, HubertProcessor, load_audio

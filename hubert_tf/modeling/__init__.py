@@ -2,9 +2,11 @@
 
 from .attention import TFHubertAttention
 from .base import TFHubertPreTrainedModel
+from .classification import TFHubertForSequenceClassification
 from .encoder import TFHubertEncoder, TFHubertEncoderLayer, TFHubertEncoderStableLayerNorm, TFHubertFeedForward
 from .feature_encoder import TFHubertFeatureEncoder, TFHubertFeatureProjection
 from .heads import TFHubertForCTC, TFHubertModel
 from .main_layer import TFHubertMainLayer
 from .outputs import BaseModelOutput, CausalLMOutput, ModelOutput, SequenceClassifierOutput
 from .positional_conv import TFHubertPositionalConvEmbedding
+from .pretraining import HubertPreTrainingOutput, TFHubertForPreTraining

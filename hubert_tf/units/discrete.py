@@ -1,0 +1,135 @@
+"""Discrete units: HuBERT layer features -> k-means cluster ids, per file (the second-iteration targets
+of HuBERT pretraining, and the "units" of textless NLP / speech resynthesis)."""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence, Union
+
+import numpy as np
+
+from .kmeans import KMeans
+
+Audio = Union[str, os.PathLike, np.ndarray]
+
+
+def read_audio(source, sampling_rate: int = 16000) -> np.ndarray:
+    """A path or an array -> float32 mono waveform (`hubert_tf.processing.load_audio`)."""
+    if isinstance(source, np.ndarray) and source.ndim == 1:
+        return source.astype(np.float32, copy=False)
+    from ..processing import load_audio
+
+    return load_audio(source, sampling_rate=sampling_rate)
+
+
+def load_model(model):
+    """A model, or a directory / hub id loaded as `TFHubertModel` (heads' weights are ignored)."""
+    if isinstance(model, (str, os.PathLike)):
+        from ..modeling import TFHubertModel
+
+        return TFHubertModel.from_pretrained(model)
+    if not hasattr(model, "hubert"):
+        raise TypeError(f"model must be a hubert_tf model or a checkpoint path, got {type(model).__name__}")
+    return model
+
+
+def extract_layer_features(model, audio: Audio, layer: int) -> np.ndarray:
+    """Frame features of `audio` at encoder layer `layer`, e.g. for k-means targets of the next iteration.
+
+    Args:
+        model: any hubert_tf HuBERT model (its `hubert` body is run without masking or dropout), or a
+            checkpoint directory / hub id.
+        audio: a mono waveform [samples] (16 kHz, as the model expects: normalise it first if the model's
+            feature extractor does) or an audio file path.
+        layer: int in [0, num_hidden_layers]: `hidden_states[layer]` in the transformers 4.x convention,
+            0 = the encoder input, L = the output of the L-th Transformer layer (fairseq's 1-based
+            `output_layer`); the last is `last_hidden_state`. Negative values count from the end.
+
+    Returns:
+        float32 numpy array [frames, hidden_size].
+    """
+    model = load_model(model)
+    num_layers = model.config.num_hidden_layers
+    if not -(num_layers + 1) <= layer <= num_layers:
+        raise ValueError(f"layer must be in [0, {num_layers}] (num_hidden_layers={num_layers}), got {layer}")
+    waveform = read_audio(audio)
+    outputs = model.hubert(waveform[None, :], output_hidden_states=True, training=False)
+    return np.asarray(outputs["hidden_states"][layer][0], np.float32)
+
+
+def dedup_units(units: np.ndarray) -> np.ndarray:
+    """Collapses runs of the same unit: [5, 5, 3, 3, 3, 5] -> [5, 3, 5]."""
+    units = np.asarray(units)
+    if units.size == 0:
+        return units
+    keep = np.concatenate([[True], units[1:] != units[:-1]])
+    return units[keep]
+
+
+def audio_to_units(audio_or_paths: Audio | Sequence[Audio], model, layer: int, kmeans, dedup: bool = False,
+                   output: str | os.PathLike | None = None) -> list[np.ndarray]:
+    """Discrete unit sequences of audio files or waveforms: layer features -> nearest k-means centroid.
+
+    Args:
+        audio_or_paths: one path or waveform, or a list of them. Each file is run alone (no padding).
+        model: a hubert_tf model or a checkpoint directory / hub id (loaded as `TFHubertModel`).
+        layer: int. Encoder layer whose features are clustered (see `extract_layer_features`).
+        kmeans: a fitted `KMeans`, or the path of a file written by `KMeans.save`.
+        dedup: bool. Collapse consecutive repeated units. Defaults to False.
+        output: optional path; writes one line per input, `<name>\\t<space-separated units>` (the name is
+            the path, or the index for arrays).
+
+    Returns:
+        A list with one int64 array [frames] (fewer with `dedup`) per input.
+
+    Example:
+
+    >>> units = audio_to_units(["a.wav", "b.wav"], "facebook/hubert-base-ls960", 6, "km500.npz")  # doctest: +SKIP
+    """
+    if isinstance(audio_or_paths, (str, os.PathLike)) or (
+            isinstance(audio_or_paths, np.ndarray) and audio_or_paths.ndim == 1):
+        items = [audio_or_paths]
+    else:
+        items = list(audio_or_paths)
+    model = load_model(model)
+    kmeans = kmeans if isinstance(kmeans, KMeans) else KMeans.load(kmeans)
+    if kmeans.dim != model.config.hidden_size:
+        raise ValueError(f"the k-means centroids have {kmeans.dim} dims but the model's layer features have "
+                         f"{model.config.hidden_size} (hidden_size): cluster features of this model")
+    results = []
+    for item in items:
+        units = kmeans.predict(extract_layer_features(model, item, layer))
+        results.append(dedup_units(units) if dedup else units)
+    if output is not None:
+        names = [os.fspath(i) if isinstance(i, (str, os.PathLike)) else str(n) for n, i in enumerate(items)]
+        write_units(output, names, results)
+    return results
+
+
+def write_units(path, names: Sequence[str], units: Sequence[np.ndarray]) -> None:
+    """Writes `<name>\\t<units>` lines to `path` ("-" = standard output)."""
+    lines = "".join(f"{name}\t{' '.join(str(int(u)) for u in seq)}\n" for name, seq in zip(names, units))
+    if os.fspath(path) == "-":
+        import sys
+
+        sys.stdout.write(lines)
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(lines)
+
+
+def read_units(path) -> dict[str, np.ndarray]:
+    """Reads a file written by `write_units` into {name: int64 units}."""
+    out = {}
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            line = line.rstrip("\n")
+            if not line:
+                continue
+            name, sep, text = line.rpartition("\t")
+            if not sep:
+                raise ValueError(f"{path}:{number}: expected '<name>\\t<units>'")
+            out[name] = np.array([int(u) for u in text.split()], np.int64)
+    return out

@@ -1,0 +1,234 @@
+"""TFHubertForPreTraining: the fairseq HuBERT objective (checked against a numpy transcription of fairseq's
+`compute_nce` + `hubert` criterion), gradient scaling of the conv encoder, label rates, padding, loading a
+base checkpoint, and an end-to-end pretraining run on a synthetic corpus with MFCC k-means targets."""
+
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import assert_close, fixture_dir, reference
+from hubert_tf import HubertConfig, TFHubertForPreTraining, TFHubertModel
+from hubert_tf.checkpoints.names import reference_entries
+from hubert_tf.modeling.pretraining import align_labels
+
+SR = 16000
+
+
+def tiny(**overrides):
+    """A tiny HuBERT with the real conv strides (320 samples per frame, 50 Hz)."""
+    fields = dict(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, conv_dim=(32,) * 7,
+        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, hidden_dropout=0.0, attention_dropout=0.0,
+        activation_dropout=0.0, feat_proj_dropout=0.0, layerdrop=0.0, num_clusters=7, final_dim=16,
+    )
+    fields.update(overrides)
+    return HubertConfig(**fields)
+
+
+def fixed_mask(batch, frames, seed=0):
+    return np.random.default_rng(seed).random((batch, frames)) < 0.5
+
+
+def fairseq_loss(model, out, labels, mask, lengths, pen):
+    """numpy transcription of fairseq: compute_pred / compute_nce (positive first, all clusters as
+    negatives, the positive's duplicate set to -inf) -> cross-entropy with target 0, summed; the criterion
+    adds pred_nomask_weight x unmasked, divides by the sample size and adds 10 x features_pen."""
+    last = out.hidden_states[-1].numpy().astype(np.float64)
+    kernel, bias = (v.numpy().astype(np.float64) for v in model.final_proj.weights)
+    embs = model.label_embs_concat.numpy().astype(np.float64)
+    valid = np.arange(last.shape[1])[None, :] < lengths[:, None]
+
+    def nce_sum(select):
+        proj = last[select] @ kernel + bias  # [S, D]
+        target = labels[select]
+        pos = embs[target]  # [S, D]
+        cands = np.concatenate([pos[None], np.repeat(embs[:, None], len(target), 1)], 0)  # [1 + K, S, D]
+        cos = np.sum(proj[None] * cands, -1) / np.maximum(
+            np.linalg.norm(proj, axis=-1)[None] * np.linalg.norm(cands, axis=-1), 1e-8)
+        logits = cos / model.logit_temp
+        neg_is_pos = np.arange(embs.shape[0])[:, None] == target[None, :]  # [K, S]
+        logits[1:][neg_is_pos] = -np.inf
+        logits = logits.T  # [S, 1 + K]
+        logp = logits - np.log(np.sum(np.exp(logits - logits.max(1, keepdims=True)), 1, keepdims=True)) \
+            - logits.max(1, keepdims=True)
+        correct = np.sum(np.argmax(logits, 1) == 0)
+        return -np.sum(logp[:, 0]), select.sum(), correct
+
+    loss_m, n_m, c_m = nce_sum(valid & mask)
+    loss_u, n_u, c_u = nce_sum(valid & ~mask)
+    w_m, w_u = model.pred_masked_weight, model.pred_nomask_weight
+    sample_size = (n_m if w_m > 0 else 0) + (n_u if w_u > 0 else 0)
+    loss = (w_m * loss_m + w_u * loss_u) / sample_size + model.feature_pen_weight * pen
+    return loss, c_m / n_m, c_u / n_u
+
+
+@pytest.mark.parametrize("nomask_weight", [0.0, 0.5])
+def test_loss_is_fairseqs(nomask_weight):
+    keras.utils.set_random_seed(1)
+    model = TFHubertForPreTraining(tiny(pred_nomask_weight=nomask_weight))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 8000)).astype("float32")
+    attention_mask = np.ones_like(x, dtype="int32")
+    attention_mask[1, 5000:] = 0
+    frames = 24
+    labels = rng.integers(0, 7, (2, frames))
+    mask = fixed_mask(2, frames)
+    out = model({"input_values": x, "attention_mask": attention_mask, "labels": labels, "mask_time_indices": mask},
+                output_hidden_states=True)
+    lengths = np.array([24, 15])
+    # features_pen: the mean square of the conv features over the whole padded batch, as fairseq.
+    features = model.hubert.feature_extractor(x).numpy()
+    np.testing.assert_allclose(float(out.features_pen), np.mean(features.astype(np.float64) ** 2), rtol=1e-5)
+    want, acc_m, acc_u = fairseq_loss(model, out, labels, mask, lengths, float(out.features_pen))
+    print(f"nomask_weight={nomask_weight}: loss {float(out.loss):.6f} vs fairseq transcription {want:.6f}")
+    assert abs(float(out.loss) - want) <= 1e-5 * abs(want)
+    # Accuracy as fairseq's compute_correct.
+    terms = model.masked_prediction(labels, out.logits, mask, out.features_pen, lengths)
+    assert abs(float(terms["correct_masked"] / terms["count_masked"]) - acc_m) < 1e-6
+    assert abs(float(terms["correct_unmasked"] / terms["count_unmasked"]) - acc_u) < 1e-6
+    # Labels on padded frames do not matter.
+    labels2 = labels.copy()
+    labels2[1, 15:] = (labels2[1, 15:] + 1) % 7
+    out2 = model({"input_values": x, "attention_mask": attention_mask, "labels": labels2, "mask_time_indices": mask})
+    assert float(out2.loss) == pytest.approx(float(out.loss), rel=1e-6)
+
+
+def test_feature_grad_mult_scales_only_the_conv_gradients():
+    x = np.random.default_rng(0).standard_normal((2, 6400)).astype("float32")
+    labels = np.random.default_rng(1).integers(0, 7, (2, 19))
+    mask = fixed_mask(2, 19)
+    grads = {}
+    for mult in (1.0, 0.1):
+        keras.utils.set_random_seed(3)
+        model = TFHubertForPreTraining(tiny(feature_grad_mult=mult))
+        with tf.GradientTape() as tape:
+            loss = model({"input_values": x, "labels": labels, "mask_time_indices": mask}).loss
+        grads[mult] = {v.path.split("/", 1)[1]: g.numpy() for v, g in
+                       zip(model.trainable_variables, tape.gradient(loss, model.trainable_variables))}
+        losses = grads.setdefault("loss", [])
+        losses.append(float(loss))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)  # the forward pass is unchanged (up to rounding)
+    for name, g in grads[1.0].items():
+        if name.endswith("k_proj/bias"):  # mathematically zero (softmax shift invariance): rounding noise
+            continue
+        scale = 0.1 if name.startswith("hubert/feature_extractor") else 1.0
+        np.testing.assert_allclose(grads[0.1][name], scale * g, rtol=1e-3, atol=1e-3 * np.abs(g).max(), err_msg=name)
+
+
+def test_100hz_labels_are_downsampled():
+    keras.utils.set_random_seed(0)
+    model_50 = TFHubertForPreTraining(tiny())
+    model_100 = TFHubertForPreTraining(tiny(label_rate=100))
+    model_100.set_weights(model_50.get_weights())
+    x = np.random.default_rng(0).standard_normal((1, 16000)).astype("float32")
+    labels_100 = np.random.default_rng(1).integers(0, 7, (1, 98))  # MFCC frames of one second
+    mask = fixed_mask(1, 49)
+    a = model_100({"input_values": x, "labels": labels_100, "mask_time_indices": mask}).loss
+    b = model_50({"input_values": x, "labels": labels_100[:, ::2], "mask_time_indices": mask}).loss
+    assert float(a) == float(b)
+    np.testing.assert_array_equal(align_labels(labels_100, 49, 100, 50), labels_100[:, 0:98:2])
+    # Frames past the labels are ignored (-100), fewer labels than frames is fine.
+    np.testing.assert_array_equal(align_labels(labels_100[:, :90], 49, 100, 50)[0, 45:], [-100] * 4)
+
+
+def test_masking_covers_valid_frames_only():
+    keras.utils.set_random_seed(0)
+    model = TFHubertForPreTraining(tiny())
+    x = np.random.default_rng(0).standard_normal((4, 32000)).astype("float32")
+    attention_mask = np.ones_like(x, dtype="int32")
+    attention_mask[2:, 16000:] = 0
+    mask = model({"input_values": x, "attention_mask": attention_mask}).mask_time_indices.numpy()
+    assert mask.shape == (4, 99)
+    assert not mask[2:, 49:].any()
+    fraction = mask[:2].mean()  # mask_prob 0.8, spans of 10: ~1 - exp(-0.8) of the frames, at least 2 spans
+    assert 0.35 < fraction < 0.8, fraction
+    assert mask[2:, :49].sum(axis=1).min() >= 10
+
+
+def test_base_checkpoint_loads_and_the_body_is_hubert():
+    """A HubertModel/HubertForCTC checkpoint loads into the pretraining model (new head), whose body, given
+    an all-False mask, is exactly TFHubertModel; the head's weights have their fairseq names."""
+    model = TFHubertForPreTraining.from_pretrained(fixture_dir("base_style"), num_clusters=5, final_dim=8)
+    bare = TFHubertModel.from_pretrained(fixture_dir("base_style"))
+    ref = reference("base_style")
+    x, attention_mask = ref["batch_input_values"], ref["batch_attention_mask"]
+    out = model({"input_values": x, "attention_mask": attention_mask,
+                 "mask_time_indices": np.zeros((3, 49), bool)}, output_hidden_states=True)
+    want = bare({"input_values": x, "attention_mask": attention_mask}, output_hidden_states=True)
+    for i, (a, b) in enumerate(zip(out.hidden_states, want.hidden_states)):
+        assert_close(a, b, 1e-5, f"hidden_states[{i}]")
+    assert_close(out.hidden_states[-1], ref["batch_last_hidden_state"], 1e-4, "last_hidden_state")
+    assert out.logits.shape == (3, 49, 5)
+    assert np.abs(out.logits.numpy()).max() <= 1 / 0.1 + 1e-4  # cosine / logit_temp
+    keys = {e.keys[0] for e in reference_entries(model)}
+    assert {"final_proj.weight", "final_proj.bias", "label_embs_concat", "hubert.masked_spec_embed"} <= keys
+
+
+def test_settings_and_errors():
+    model = TFHubertForPreTraining(tiny())
+    settings = (model.final_dim, model.logit_temp, model.feature_pen_weight, model.feature_grad_mult)
+    assert settings == (16, 0.1, 10.0, 0.1)
+    assert (model.mask_prob, model.mask_length, model.label_rate) == (0.8, 10, 50.0)
+    assert model.label_embs_concat.shape == (7, 16)
+    with pytest.raises(ValueError, match="mask_time_prob > 0"):
+        TFHubertForPreTraining(tiny(mask_time_prob=0.0))
+    x = np.zeros((1, 16000), "float32")
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 7\) \(num_clusters\)"):
+        model(x, labels=np.full((1, 49), 9))
+    with pytest.raises(ValueError, match="label_frames"):
+        model(x, labels=np.zeros((49,), "int32"))
+    # The pretraining fields round-trip through config.json (kept as extra keys).
+    assert HubertConfig.from_dict(model.config.to_dict()).num_clusters == 7
+
+
+# ----------------------------------------------------------------------------- end to end
+def synthetic_utterance(rng, seconds=1.0, n_types=5):
+    """Tones of 5 "phone" types in segments of 0.2-0.45 s, in a fixed cyclic order from a random start,
+    so a masked span can be told from its unmasked neighbours."""
+    n = int(SR * seconds)
+    out = np.zeros(n, np.float32)
+    freqs = [180, 400, 800, 1600, 3200]
+    pos, kind = 0, rng.integers(n_types)
+    while pos < n:
+        seg = int(SR * rng.uniform(0.2, 0.45))
+        t = np.arange(seg) / SR
+        f = freqs[kind]
+        tone = 0.5 * (np.sin(2 * np.pi * f * t + rng.uniform(0, 6)) + 0.5 * np.sin(2 * np.pi * 2 * f * t))
+        out[pos:pos + seg] = tone[:n - pos]
+        pos, kind = pos + seg, (kind + 1) % n_types
+    return out + 0.02 * rng.standard_normal(n).astype(np.float32)
+
+
+def test_pretraining_learns_masked_prediction_of_kmeans_units():
+    """MFCC -> k-means (8 clusters, 100 Hz labels) -> pretrain a tiny HuBERT (50 Hz, label_rate=100) with
+    fit(); the held-out masked-frame accuracy must end >= 3x chance (and above the majority class)."""
+    from hubert_tf.units import fit_mfcc_kmeans, mfcc_labels
+
+    start = time.time()
+    rng = np.random.default_rng(0)
+    train = [synthetic_utterance(rng) for _ in range(64)]
+    held_out = [synthetic_utterance(rng) for _ in range(16)]
+    clusters = 8
+    kmeans = fit_mfcc_kmeans(train, n_clusters=clusters, seed=0)
+    y_train = mfcc_labels(train, kmeans, pad_to=98)
+    y_test = mfcc_labels(held_out, kmeans, pad_to=98)
+    keras.utils.set_random_seed(0)
+    model = TFHubertForPreTraining(tiny(hidden_size=48, intermediate_size=96, num_clusters=clusters, label_rate=100))
+    train_ds = tf.data.Dataset.from_tensor_slices((np.stack(train), y_train)).shuffle(64, seed=0).batch(8)
+    model.compile(optimizer=keras.optimizers.Adam(2e-3))
+    history = model.fit(train_ds, epochs=25, verbose=0).history
+    result = model.evaluate(tf.data.Dataset.from_tensor_slices((np.stack(held_out), y_test)).batch(8),
+                            verbose=0, return_dict=True)
+    chance = 1 / clusters
+    counts = np.bincount(y_train[y_train >= 0], minlength=clusters)
+    majority = counts.max() / counts.sum()
+    print(f"pretraining: {time.time() - start:.1f}s; train acc_masked {history['acc_masked'][0]:.3f} -> "
+          f"{history['acc_masked'][-1]:.3f}, loss {history['loss'][0]:.3f} -> {history['loss'][-1]:.3f}; "
+          f"held-out acc_masked {result['acc_masked']:.3f} acc_unmasked {result['acc_unmasked']:.3f}; "
+          f"chance {chance:.3f}, majority class {majority:.3f}")
+    assert np.isfinite(history["loss"]).all() and history["loss"][-1] < history["loss"][0]
+    assert result["acc_masked"] >= 3 * chance
+    assert result["acc_masked"] > majority + 0.1
