@@ -128,11 +128,11 @@ def cmd_features(args) -> int:
     import numpy as np
 
     from .modeling import TFHubertModel
-    from .pipelines import _try_feature_extractor, extract_features
+    from .pipelines import _resolve, extract_features
+    from .processing import HubertFeatureExtractor
 
     _audio_files(args.files)
-    model = TFHubertModel.from_pretrained(args.model)
-    fe = _try_feature_extractor(args.model)
+    model, fe = _resolve(args.model, None, TFHubertModel, HubertFeatureExtractor, processor_required=False)
     rate = getattr(fe, "sampling_rate", 16000)
     audios = _load_audio_files(args.files, rate)
     progress = Progress(sum(a.size for a in audios), "features", not args.quiet)

@@ -25,22 +25,32 @@ NORMALIZE_EPS = 1e-7
 
 
 # ----------------------------------------------------------------------------------------- loading
+def _resolve(model, processor, model_class, processor_class, processor_required):
+    """(model, processor) from hub ids / directories / loaded objects; the processor defaults to the
+    model's own files (None when not required and absent)."""
+    source = getattr(model, "name_or_path", None)
+    if isinstance(model, (str, os.PathLike)):
+        source = os.fspath(model)
+        model = model_class.from_pretrained(source)
+    if isinstance(processor, (str, os.PathLike)):
+        processor = processor_class.from_pretrained(os.fspath(processor))
+    if processor is None and source is not None:
+        try:
+            processor = processor_class.from_pretrained(source)
+        except (OSError, ValueError):
+            if processor_required:
+                raise
+    if processor is None and processor_required:
+        raise ValueError("pass processor= with a loaded model (or pass the model as a hub id or directory)")
+    return model, processor
+
+
 def load_model_and_processor(model, processor=None):
     """Returns (TFHubertForCTC, HubertProcessor) from a hub id / directory / loaded model."""
     from .modeling import TFHubertForCTC
     from .processing import HubertProcessor
 
-    source = getattr(model, "name_or_path", None)
-    if isinstance(model, (str, os.PathLike)):
-        source = os.fspath(model)
-        model = TFHubertForCTC.from_pretrained(source)
-    if isinstance(processor, (str, os.PathLike)):
-        processor = HubertProcessor.from_pretrained(os.fspath(processor))
-    if processor is None:
-        if source is None:
-            raise ValueError("pass processor= with a loaded model (or pass the model as a hub id or directory)")
-        processor = HubertProcessor.from_pretrained(source)
-    return model, processor
+    return _resolve(model, processor, TFHubertForCTC, HubertProcessor, processor_required=True)
 
 
 def _feature_extractor(processor):
@@ -285,14 +295,7 @@ def extract_features(inputs, model="facebook/hubert-base-ls960", *, processor=No
     from .modeling import TFHubertModel
     from .processing import HubertFeatureExtractor
 
-    source = getattr(model, "name_or_path", None)
-    if isinstance(model, (str, os.PathLike)):
-        source = os.fspath(model)
-        model = TFHubertModel.from_pretrained(source)
-    if isinstance(processor, (str, os.PathLike)):
-        processor = HubertFeatureExtractor.from_pretrained(os.fspath(processor))
-    if processor is None and source is not None:
-        processor = _try_feature_extractor(source)
+    model, processor = _resolve(model, processor, TFHubertModel, HubertFeatureExtractor, processor_required=False)
     fe = _feature_extractor(processor) if processor is not None else None
     rate = getattr(fe, "sampling_rate", 16000)
     n = model.config.num_hidden_layers + 1
@@ -314,12 +317,3 @@ def extract_features(inputs, model="facebook/hubert-base-ls960", *, processor=No
         else:
             results.append(states[indices[0]])
     return results[0] if single else results
-
-
-def _try_feature_extractor(source):
-    from .processing import HubertFeatureExtractor
-
-    try:
-        return HubertFeatureExtractor.from_pretrained(source)
-    except (OSError, ValueError):
-        return None
