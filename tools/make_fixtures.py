@@ -162,12 +162,14 @@ def run_case(name, class_name, overrides, seed):
         arrays["batch_labels"] = labels
         inputs = dict(input_values=torch.from_numpy(x), attention_mask=torch.from_numpy(mask),
                       labels=torch.from_numpy(labels))
+        configured = config.ctc_loss_reduction  # `config` is `model.config`: keep it before the loop
         for reduction in ("sum", "mean"):
             model.config.ctc_loss_reduction = reduction
             with torch.no_grad():
                 arrays[f"batch_loss_{reduction}"] = np.float64(model(**inputs).loss.item())
         # Gradients of the (configured-reduction) CTC loss w.r.t. every weight, for gradient parity.
-        model.config.ctc_loss_reduction = config.ctc_loss_reduction
+        model.config.ctc_loss_reduction = configured
+        arrays["grad_reduction"] = np.str_(configured)
         model.zero_grad()
         model(**inputs).loss.backward()
         for pname, p in model.named_parameters():

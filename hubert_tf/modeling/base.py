@@ -3,6 +3,7 @@ freezing, the loss hook for `fit()`)."""
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -10,6 +11,7 @@ import keras
 import tensorflow as tf
 
 from ..configuration import HubertConfig
+from .losses import label_error_message
 from .main_layer import TFHubertMainLayer
 
 
@@ -32,6 +34,10 @@ class TFHubertPreTrainedModel(keras.Model):
         self.config = config if isinstance(config, HubertConfig) else HubertConfig.from_dict(config)
         self.hubert = TFHubertMainLayer(self.config, name="hubert")
         self.init_head()
+        # Keras sublayers take the global dtype policy; `dtype=` given to the model applies to all of them
+        # ("mixed_bfloat16", "mixed_float16": float32 variables, half-precision compute).
+        for layer in self._flatten_layers(include_self=False):
+            layer.dtype_policy = self.dtype_policy
         self.build()
 
     def init_head(self):
@@ -103,6 +109,23 @@ class TFHubertPreTrainedModel(keras.Model):
 
         save_pretrained(self, save_directory, max_shard_size=max_shard_size, safe_serialization=safe_serialization)
 
+    def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None, **kwargs):
+        """Keras' `export` with audio defaults: inputs of any batch size and length.
+
+        `format="tf_saved_model"` -> `hubert_tf.export.export_saved_model` (signature `serving_default`:
+        `input_values` float32 [batch, samples] + `attention_mask` int32 [batch, samples]; kwargs such as
+        `version=1` or `processor=` for the `transcribe` signatures); `format="litert"` (or "tflite") ->
+        `hubert_tf.export.to_tflite` (kwarg `quantize`). With an explicit `input_signature`, or another
+        format, Keras' own export runs.
+        """
+        from .. import export as export_lib
+
+        if input_signature is None and format == "tf_saved_model":
+            return export_lib.export_saved_model(self, filepath, verbose=bool(verbose), **kwargs)
+        if input_signature is None and format in ("litert", "tflite"):
+            return export_lib.to_tflite(self, filepath, **kwargs)
+        return super().export(filepath, format=format, verbose=verbose, input_signature=input_signature, **kwargs)
+
     # ------------------------------------------------------------------------- training helpers
     def freeze_feature_encoder(self):
         """Makes the conv feature encoder non-trainable (compile again afterwards if already compiled)."""
@@ -116,9 +139,23 @@ class TFHubertPreTrainedModel(keras.Model):
         """The loss for `fit()` when labels come separately (`(inputs, labels)` datasets)."""
         raise ValueError(f"{type(self).__name__} computes no loss from labels")
 
+    @property
+    def loss_reduction(self) -> str:
+        """How the model's loss reduces over the batch: "mean" or "sum" (decides the replica scaling)."""
+        return "mean"
+
+    def validate_labels(self, labels):
+        """`labels` checked for the head (graph-mode assertion); used by `fit()` under jit_compile."""
+        return labels
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """Keras hook: the model's own loss (labels in the inputs dict, or as `y`) unless `compile()` got a
-        `loss`, in which case Keras' compiled loss is used."""
+        `loss`, in which case Keras' compiled loss is used.
+
+        Under a `tf.distribute` strategy each replica sees its share of the global batch and the gradients
+        are summed: a "mean" loss is divided by the number of replicas, a "sum" loss is not, so the
+        gradients and the reported loss equal those of one device on the global batch.
+        """
         if getattr(self, "_compile_loss", None) is not None:
             return super().compute_loss(x, y, y_pred, sample_weight, training=training)
         if y is not None:
@@ -130,9 +167,54 @@ class TFHubertPreTrainedModel(keras.Model):
                 "no labels to compute a loss from: give the dataset a 'labels' key (or yield "
                 "(inputs, labels) tuples), or compile() with a loss"
             )
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        if replicas > 1 and self.loss_reduction == "mean":
+            loss = loss / replicas
         for extra in self.losses:
-            loss = loss + tf.cast(tf.reduce_sum(extra), loss.dtype)
+            loss = loss + tf.cast(tf.reduce_sum(extra), loss.dtype) / replicas
         return loss
+
+    def predict_step(self, data):
+        """`predict()` returns the outputs without `loss` (a per-batch scalar; use `evaluate()` for it)."""
+        outputs = super().predict_step(data)
+        if isinstance(outputs, dict) and "loss" in outputs:
+            outputs = type(outputs)({k: v for k, v in outputs.items() if k != "loss"})
+        return outputs
+
+    # Inside a tf.function a failed label check is an InvalidArgumentError; fit/evaluate/predict re-raise
+    # it as the ValueError eager code gives.
+    def make_train_function(self, force=False):
+        if self.optimizer is not None and not self.optimizer.built:
+            # Keras would create the optimizer's slots while tracing the first step, which makes
+            # tf.function trace that step twice (variables created on the first trace): build them now.
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
+        super().make_train_function(force=force)
+        self.train_function = _reraise_label_errors(self.train_function)
+        return self.train_function
+
+    def make_test_function(self, force=False):
+        super().make_test_function(force=force)
+        self.test_function = _reraise_label_errors(self.test_function)
+        return self.test_function
+
+    def make_predict_function(self, force=False):
+        super().make_predict_function(force=force)
+        self.predict_function = _reraise_label_errors(self.predict_function)
+        return self.predict_function
+
+    def _autoconvert_optionals(self, step_func):
+        # Keras' hook between the data iterator and the (possibly XLA-compiled) step. XLA drops
+        # assertions, so under jit_compile the labels are checked here, outside the compiled step.
+        step = super()._autoconvert_optionals(step_func)
+        if not self.jit_compile:
+            return step
+
+        @functools.wraps(step)
+        def checked_step(data):
+            return step(_map_labels(data, self.validate_labels))
+
+        return checked_step
 
     def sample_lengths(self, input_values, attention_mask):
         """[batch] valid samples per row: the attention mask's sum, or the padded length."""
@@ -140,6 +222,39 @@ class TFHubertPreTrainedModel(keras.Model):
             return tf.reduce_sum(tf.cast(attention_mask, tf.int32), axis=-1)
         shape = tf.shape(input_values)
         return tf.fill([shape[0]], shape[1])
+
+
+def _reraise_label_errors(function):
+    """Wraps a Keras train/test/predict function: label-check InvalidArgumentErrors -> ValueError."""
+    if function is None or getattr(function, "_reraises_label_errors", False):
+        return function
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except tf.errors.InvalidArgumentError as error:
+            message = label_error_message(error)
+            if message is None:
+                raise
+            raise ValueError(message) from None
+
+    wrapper._reraises_label_errors = True
+    return wrapper
+
+
+def _map_labels(data, fn):
+    """Applies `fn` to the labels of one batch as Keras receives it: a dict with "labels", or the `y` of an
+    `(x, y[, sample_weight])` tuple. Per-replica values (tf.distribute) are left alone."""
+    if isinstance(data, dict) and isinstance(data.get("labels"), tf.Tensor):
+        return {**data, "labels": fn(data["labels"])}
+    if isinstance(data, tuple) and len(data) in (2, 3):
+        x, y = data[0], data[1]
+        if isinstance(y, tf.Tensor):
+            return (x, fn(y)) + tuple(data[2:])
+        if isinstance(x, dict):
+            return (_map_labels(x, fn),) + tuple(data[1:])
+    return data
 
 
 def _snake_case(name: str) -> str:

@@ -13,6 +13,15 @@ from .positional_conv import TFHubertPositionalConvEmbedding
 register = keras.saving.register_keras_serializable(package="hubert_tf")
 
 
+def _in_xla_context() -> bool:
+    """True while tracing a function compiled with XLA (`jit_compile=True`)."""
+    try:
+        from tensorflow.python.ops import control_flow_util
+    except ImportError:  # pragma: no cover - TF internals moved
+        return False
+    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+
+
 @register
 class TFHubertFeedForward(keras.layers.Layer):
     """dense(hidden -> intermediate) -> activation -> dropout -> dense(intermediate -> hidden) -> dropout."""
@@ -162,6 +171,14 @@ class TFHubertEncoder(keras.layers.Layer):
         if not (training and layerdrop > 0.0):
             return layer(x, bias=bias, output_attentions=output_attentions, training=training)
         keep = tf.random.uniform([]) >= layerdrop
+        if _in_xla_context():
+            # XLA cannot compile the gradient of a `tf.cond` around Dense layers (shape arguments
+            # become runtime values), so under jit_compile the layer always runs and is selected.
+            y, probs = layer(x, bias=bias, output_attentions=output_attentions, training=training)
+            y = tf.where(keep, y, x)
+            if output_attentions:
+                probs = tf.where(keep, probs, tf.zeros_like(probs))
+            return y, probs
 
         def run():
             y, probs = layer(x, bias=bias, output_attentions=output_attentions, training=training)

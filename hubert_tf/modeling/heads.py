@@ -76,8 +76,13 @@ class TFHubertForCTC(TFHubertPreTrainedModel):
         labels: optional int [batch, label_length], padded with -100; gives `loss`.
 
     Returns:
-        CausalLMOutput: `logits` [batch, frames, vocab_size], `loss` (scalar) when labels are given,
-        `hidden_states` / `attentions` when asked.
+        CausalLMOutput: `logits` [batch, frames, vocab_size] (float32 under every dtype policy), `loss`
+        (scalar float32) when labels are given, `hidden_states` / `attentions` when asked.
+
+    Fine-tuning: `model.compile(optimizer=...)` without a loss, then `fit()` on batches that are dicts
+    with a "labels" key or `(inputs, labels)` tuples (see `hubert_tf.data.make_dataset`). Labels needing
+    more frames than their audio gives have an infinite loss unless `ctc_zero_infinity` (eager calls warn;
+    inside `fit()` the warning comes from `make_dataset(..., config=model.config)`).
 
     Example:
 
@@ -112,7 +117,8 @@ class TFHubertForCTC(TFHubertPreTrainedModel):
             training=training,
         )
         hidden = self.dropout(outputs["last_hidden_state"], training=training)
-        logits = self.lm_head(hidden)  # [batch, frames, vocab]
+        # float32 logits under mixed precision: the log-softmax and CTC recursion need the range.
+        logits = tf.cast(self.lm_head(hidden), tf.float32)  # [batch, frames, vocab]
         loss = None
         if labels is not None:
             loss = self.ctc_loss(inputs, logits, labels)
@@ -133,3 +139,10 @@ class TFHubertForCTC(TFHubertPreTrainedModel):
     def loss_from_outputs(self, x, y, y_pred):
         inputs = unpack_inputs(x, self.input_names, {})
         return self.ctc_loss(inputs, y_pred["logits"], check_labels(y, self.config.vocab_size))
+
+    @property
+    def loss_reduction(self) -> str:
+        return self.config.ctc_loss_reduction
+
+    def validate_labels(self, labels):
+        return check_labels(labels, self.config.vocab_size)

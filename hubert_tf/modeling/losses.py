@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
+import re
+import warnings
+
 import numpy as np
 import tensorflow as tf
 
 IGNORE_INDEX = -100
 
+# The label-check message; `label_error_message` finds it (and any "<name> must be in [0, N) (<field>) ..."
+# assertion of the other heads) in the InvalidArgumentError of a graph.
+_LABEL_MESSAGE = "{name} must be in [0, {vocab_size}) (vocab_size) or -100 for padding"
+_LABEL_MESSAGE_RE = re.compile(r"([\w.]+ must be in \[0, \d+\) \(\w+\)[^\]\n]*?)(?:; got)?\](?: \[([^\]]*)\])?")
+
+
+def label_error_message(error: BaseException) -> str | None:
+    """The `check_labels` message carried by `error` (a graph-mode InvalidArgumentError), else None."""
+    match = _LABEL_MESSAGE_RE.search(str(error))
+    if not match:
+        return None
+    values = match.group(2)
+    return match.group(1) + (f"; got [{', '.join(values.split())}]" if values else "")
+
 
 def check_labels(labels, vocab_size: int, name: str = "labels"):
     """Labels must lie in [0, vocab_size) or equal -100 (padding). ValueError eagerly; in a graph an
-    InvalidArgumentError carrying the same message (Keras' fit/evaluate re-raise it as ValueError)."""
-    message = f"{name} must be in [0, {vocab_size}) (vocab_size) or -100 for padding"
+    InvalidArgumentError carrying the same message (`fit`/`evaluate`/`predict` re-raise it as ValueError,
+    see `label_error_message`)."""
+    message = _LABEL_MESSAGE.format(name=name, vocab_size=vocab_size)
     if tf.executing_eagerly():
         values = np.asarray(labels)
         bad = values[(values != IGNORE_INDEX) & ((values < 0) | (values >= vocab_size))]
@@ -19,8 +37,10 @@ def check_labels(labels, vocab_size: int, name: str = "labels"):
             raise ValueError(f"{message}; got {sorted(set(bad.tolist()))[:10]}")
         return tf.convert_to_tensor(labels)
     labels = tf.convert_to_tensor(labels)
-    ok = tf.reduce_all((labels == IGNORE_INDEX) | ((labels >= 0) & (labels < vocab_size)))
-    with tf.control_dependencies([tf.debugging.Assert(ok, [message])]):
+    valid = (labels == IGNORE_INDEX) | ((labels >= 0) & (labels < vocab_size))
+    bad = tf.boolean_mask(labels, tf.logical_not(valid))  # named in the error message
+    check = tf.debugging.Assert(tf.reduce_all(valid), [message + "; got", bad], summarize=10)
+    with tf.control_dependencies([check]):
         return tf.identity(labels)
 
 
@@ -65,6 +85,13 @@ def ctc_loss(logits, labels, logit_lengths, blank: int = 0, reduction: str = "su
         labels=targets, logits=log_probs, label_length=safe_lengths, logit_length=logit_lengths,
         logits_time_major=False, blank_index=blank,
     )  # [batch]
+    if not zero_infinity and tf.executing_eagerly() and bool(tf.reduce_any(infeasible)):
+        warnings.warn(
+            f"{int(tf.reduce_sum(tf.cast(infeasible, tf.int32)))} label sequence(s) need more frames than "
+            "their audio gives (labels longer than the output frames): their CTC loss is inf. Drop or "
+            "shorten these examples, or set config.ctc_zero_infinity=True to zero such losses.",
+            RuntimeWarning, stacklevel=2,
+        )
     fill = tf.constant(0.0 if zero_infinity else np.inf, tf.float32)
     per_example = tf.where(infeasible, fill, per_example)
     if reduction == "mean":

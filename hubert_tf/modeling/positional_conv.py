@@ -103,9 +103,11 @@ class _PositionalConv(keras.layers.Layer):
         fan_in = shape[0] * shape[1]
         init = keras.initializers.RandomNormal(stddev=(2.0 / fan_in) ** 0.5)
         if self.weight_norm:
-            self.weight_v = self.add_weight(name="weight_v", shape=shape, initializer=init)
+            # autocast=False: under a mixed precision policy the norm is taken on the float32 values.
+            self.weight_v = self.add_weight(name="weight_v", shape=shape, initializer=init, autocast=False)
             # g starts as ||v|| (per kernel position), as torch's weight_norm initialises it.
-            self.weight_g = self.add_weight(name="weight_g", shape=(self.kernel_size, 1, 1), initializer="ones")
+            self.weight_g = self.add_weight(name="weight_g", shape=(self.kernel_size, 1, 1), initializer="ones",
+                                            autocast=False)
             self.weight_g.assign(tf.norm(self.weight_v, axis=[1, 2], keepdims=True))
         else:
             self.kernel = self.add_weight(name="kernel", shape=shape, initializer=init)
