@@ -26,6 +26,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from .checkpoints.formats.atomic import atomic_write
 from .serving import GreedyCTCDecoder, normalize_audio
 
 SERVE_ENDPOINT = "serve"  # also written as "serving_default", the signature TF Serving uses by default
@@ -161,7 +162,7 @@ def to_tflite(model, path: str | os.PathLike, *, quantize: str | None = None) ->
         flatbuffer = converter.convert()
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "wb") as f:
+    with atomic_write(path, "wb") as f:  # no half-written .tflite under the final name
         f.write(flatbuffer)
     return path
 

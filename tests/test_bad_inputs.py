@@ -113,3 +113,28 @@ def test_one_model_from_many_threads(ctc):
     assert not errors
     for got, want in zip(results, sequential):
         np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_failed_export_leaves_the_previous_version_intact(ctc, tmp_path, monkeypatch):
+    import keras
+
+    from hubert_tf.export import export_saved_model
+
+    first = export_saved_model(ctc, tmp_path / "hubert", version=1)
+    before = sorted(os.path.relpath(os.path.join(d, f), first) for d, _, fs in os.walk(first) for f in fs)
+
+    def failing_write_out(self, path, **kwargs):
+        with open(os.path.join(path, "saved_model.pb"), "wb") as f:
+            f.write(b"partial")
+        raise OSError("disk full (injected)")
+
+    # ExportArchive() builds the backend's archive class; patch the class it really builds.
+    monkeypatch.setattr(type(keras.export.ExportArchive()), "write_out", failing_write_out)
+    with pytest.raises(OSError, match="injected"):
+        export_saved_model(ctc, tmp_path / "hubert", version=1, overwrite=True)
+    with pytest.raises(OSError, match="injected"):
+        export_saved_model(ctc, tmp_path / "hubert", version=2)
+    assert sorted(os.listdir(tmp_path / "hubert")) == ["1"]  # no partial version 2, no staging left
+    after = sorted(os.path.relpath(os.path.join(d, f), first) for d, _, fs in os.walk(first) for f in fs)
+    assert after == before
+    assert tf.saved_model.load(first).signatures["serving_default"] is not None
