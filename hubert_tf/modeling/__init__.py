@@ -10,3 +10,4 @@ from .main_layer import TFHubertMainLayer
 from .outputs import BaseModelOutput, CausalLMOutput, ModelOutput, SequenceClassifierOutput
 from .positional_conv import TFHubertPositionalConvEmbedding
 from .pretraining import HubertPreTrainingOutput, TFHubertForPreTraining
+from .inference import inference_function
