@@ -198,3 +198,15 @@ def test_layerdrop_and_spec_augment_only_in_training(tiny_config):
 
     outs = [train_call(x).numpy() for _ in range(4)]
     assert any(not np.allclose(outs[0], o) for o in outs[1:]), "training randomness frozen at trace time"
+
+
+def test_processor_output_goes_straight_into_the_model(ctc, ref):
+    from conftest import PROCESSOR_FILES
+    from hubert_tf import HubertProcessor
+
+    processor = HubertProcessor.from_pretrained(PROCESSOR_FILES)
+    x, m = ref["batch_input_values"], ref["batch_attention_mask"]
+    audio = [x[i, : int(m[i].sum())] for i in range(len(x))]
+    inputs = processor(audio=audio, sampling_rate=16000, padding=True, return_tensors="tf")
+    expected = ctc(inputs["input_values"], attention_mask=inputs["attention_mask"]).logits
+    np.testing.assert_allclose(ctc(inputs).logits.numpy(), expected.numpy(), atol=1e-6)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any
+from typing import Any, Mapping
 
 import keras
 import tensorflow as tf
@@ -39,6 +39,13 @@ class TFHubertPreTrainedModel(keras.Model):
         for layer in self._flatten_layers(include_self=False):
             layer.dtype_policy = self.dtype_policy
         self.build()
+
+    def __call__(self, *args, **kwargs):
+        # Keras accepts only plain containers positionally: a processor's BatchFeature (a dict subclass)
+        # is passed on as the dict it is.
+        if args and isinstance(args[0], Mapping) and type(args[0]) is not dict:
+            args = (dict(args[0]),) + args[1:]
+        return super().__call__(*args, **kwargs)
 
     def init_head(self):
         """Creates the layers on top of the body (none for the bare model)."""
