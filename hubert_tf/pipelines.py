@@ -57,27 +57,43 @@ def _feature_extractor(processor):
     return getattr(processor, "feature_extractor", processor)
 
 
-def _load_inputs(inputs, sampling_rate: int) -> tuple[list[np.ndarray], bool]:
-    """Normalises `inputs` to a list of mono float32 arrays at `sampling_rate`; says whether one was given."""
+def _load_inputs(inputs, sampling_rate: int, do_normalize: bool) -> tuple[list[np.ndarray], bool]:
+    """`inputs` as a list of mono float32 arrays at `sampling_rate`, normalised (in place when the array
+    is a fresh copy, never the caller's); says whether one input was given."""
     from .processing import load_audio
 
     single = not isinstance(inputs, list)
     items = [inputs] if single else inputs
     # A bare array is taken to be at the model's rate already; pass (array, rate) otherwise.
     items = [(item, sampling_rate) if isinstance(item, np.ndarray) else item for item in items]
-    audios = [load_audio(item, sampling_rate=sampling_rate) for item in items]
-    for i, audio in enumerate(audios):
+    audios = []
+    for i, item in enumerate(items):
+        audio = load_audio(item, sampling_rate=sampling_rate)
         if not np.isfinite(audio).all():
             raise ValueError(f"input {i} contains NaN or infinite samples")
+        given = item[0] if isinstance(item, tuple) else item
+        owned = not (isinstance(given, np.ndarray) and np.shares_memory(audio, given))
+        audios.append(normalize(audio, do_normalize, inplace=owned))
     return audios, single
 
 
-def normalize(audio: np.ndarray, do_normalize: bool) -> np.ndarray:
-    """Zero mean, unit variance over the whole recording (the feature extractor's normalisation)."""
+def normalize(audio: np.ndarray, do_normalize: bool, inplace: bool = False) -> np.ndarray:
+    """Zero mean, unit variance over the whole recording (the feature extractor's normalisation).
+
+    Statistics are accumulated in float64 block by block, so an hour of audio needs no float64 copy;
+    `inplace=True` reuses `audio`'s memory (for arrays the pipeline loaded itself).
+    """
     audio = np.asarray(audio, np.float32)
     if not do_normalize:
         return audio
-    return ((audio - audio.mean()) / np.sqrt(audio.var() + NORMALIZE_EPS)).astype(np.float32)
+    block = 1 << 20
+    mean = sum(float(audio[i:i + block].sum(dtype=np.float64)) for i in range(0, audio.size, block)) / max(audio.size, 1)
+    var = sum(float(np.square(audio[i:i + block] - mean, dtype=np.float64).sum())
+              for i in range(0, audio.size, block)) / max(audio.size, 1)
+    out = audio if inplace else audio.copy()
+    out -= np.float32(mean)
+    out *= np.float32(1.0 / np.sqrt(var + NORMALIZE_EPS))
+    return out
 
 
 # ----------------------------------------------------------------------------------------- compiled calls
@@ -253,9 +269,7 @@ def transcribe(inputs, model=DEFAULT_ASR_MODEL, *, processor=None, chunk_length_
         raise ValueError(f"return_timestamps must be None, 'word' or 'char', got {return_timestamps!r}")
     model, processor = load_model_and_processor(model, processor)
     rate = _feature_extractor(processor).sampling_rate
-    audios, single = _load_inputs(inputs, rate)
-    do_normalize = getattr(_feature_extractor(processor), "do_normalize", True)
-    audios = [normalize(a, do_normalize) for a in audios]
+    audios, single = _load_inputs(inputs, rate, getattr(_feature_extractor(processor), "do_normalize", True))
     logits = run_chunked(audios, logits_function(model), model.config, chunk_length_s=chunk_length_s,
                          stride_length_s=stride_length_s, batch_size=batch_size, sampling_rate=rate, progress=progress)
     seconds_per_frame = model.config.inputs_to_logits_ratio / rate
@@ -306,8 +320,7 @@ def extract_features(inputs, model="facebook/hubert-base-ls960", *, processor=No
         if not -n <= i < n:
             raise ValueError(f"layer {l} is out of range: the model has hidden_states 0..{n - 1}")
         indices.append(i % n)
-    audios, single = _load_inputs(inputs, rate)
-    audios = [normalize(a, getattr(fe, "do_normalize", True)) for a in audios]
+    audios, single = _load_inputs(inputs, rate, getattr(fe, "do_normalize", True))
     hidden = run_chunked(audios, hidden_states_function(model), model.config, chunk_length_s=chunk_length_s,
                          stride_length_s=stride_length_s, batch_size=batch_size, sampling_rate=rate, progress=progress)
     results = []

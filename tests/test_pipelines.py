@@ -171,3 +171,12 @@ def test_long_audio_memory_stays_flat(asr_dir):
     twenty_minutes = _peak_rss_mb(asr_dir, 1200)
     audio_mb = 16000 * 1200 * 4 / 2**20
     assert twenty_minutes <= one_minute + 3 * audio_mb + 64, (one_minute, twenty_minutes, audio_mb)
+
+
+def test_the_callers_audio_is_not_modified(asr):
+    model, processor = asr
+    audio = noise(20000, 9) + 0.5
+    before = audio.copy()
+    transcribe(audio, model, processor=processor)
+    np.testing.assert_array_equal(audio, before)
+    assert abs(normalize(audio, True).mean()) < 1e-6 and abs(normalize(audio, True).std() - 1) < 1e-4
