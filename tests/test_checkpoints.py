@@ -121,7 +121,7 @@ def test_failed_save_leaves_previous_files_intact(tmp_path, monkeypatch):
             f.write(b"partial")
         raise OSError("disk full (injected)")
 
-    monkeypatch.setattr(saving, "write_safetensors", failing_write)
+    monkeypatch.setattr(saving, "write_safetensors_to", failing_write)
     model.config.num_hidden_layers  # unchanged config
     with pytest.raises(OSError, match="injected"):
         model.save_pretrained(tmp_path)
@@ -157,6 +157,32 @@ def test_shard_index_outside_directory_is_refused(tmp_path):
         {"metadata": {}, "weight_map": {"lm_head.weight": "../../etc/passwd"}}))
     with pytest.raises(ValueError, match="passwd"):
         TFHubertForCTC.from_pretrained(tmp_path)
+
+
+def test_weight_table_is_explicit():
+    """Every variable of every model class has a row naming its layout op; a variable without one is an error."""
+    from hubert_tf import TFHubertForPreTraining, TFHubertForSequenceClassification
+    from hubert_tf.checkpoints.names import reference_entries
+
+    config = HubertConfig.from_pretrained(fixture_dir("large_style"), use_weighted_layer_sum=True)
+    layouts = {}
+    for cls in (TFHubertForCTC, TFHubertModel, TFHubertForSequenceClassification, TFHubertForPreTraining):
+        for entry in reference_entries(cls(config)):
+            layouts[entry.keys[0]] = (entry.row.layout, entry.row.legacy)
+    assert layouts["hubert.encoder.layers.0.attention.q_proj.weight"] == ("dense", "identity")
+    assert layouts["hubert.feature_extractor.conv_layers.0.conv.weight"] == ("conv1d", "identity")
+    assert layouts["hubert.encoder.pos_conv_embed.conv.parametrizations.weight.original0"] == ("weight_g", "identity")
+    assert layouts["hubert.encoder.pos_conv_embed.conv.parametrizations.weight.original1"] == ("conv1d", "conv1d")
+    assert layouts["label_embs_concat"] == ("identity", "identity")  # [clusters, final_dim] in fairseq too
+    assert layouts["layer_weights"] == ("identity", "identity")
+    assert layouts["encoder.layer_norm.weight"] == ("identity", "identity")  # TFHubertModel: no prefix
+
+    from types import SimpleNamespace
+
+    variable = SimpleNamespace(path="tf_hubert_for_ctc/hubert/encoder/layers.3/mystery/kernel")
+    model = SimpleNamespace(name="tf_hubert_for_ctc", base_model_prefix="hubert", weights=[variable])
+    with pytest.raises(KeyError, match=r"layers\.3/mystery/kernel.*'encoder/layers\.N/mystery'.*add one"):
+        list(reference_entries(model))
 
 
 def test_keras_native_round_trip(tmp_path):

@@ -90,12 +90,12 @@ def test_round_trip_converts_layout_and_byte_order(tmp_path):
     assert b"__metadata__" not in header_of(path)[1]
 
 
-def test_metadata_round_trip_keeps_order_and_unicode(tmp_path):
+def test_metadata_round_trip_keeps_unicode(tmp_path):
+    # The library keeps metadata in a hash map: the order of several keys is its choice, not ours.
     metadata = {"format": "pt", "note": "héllo \"quoted\"\n\ttab \x01"}
     path = tmp_path / "meta.safetensors"
     write_safetensors(path, {"x": np.zeros(1, np.float32)}, metadata=metadata)
     assert read_safetensors_metadata(path) == metadata
-    assert list(read_safetensors_metadata(path)) == ["format", "note"]
 
 
 def test_bfloat16_reads_as_exact_float32_by_default(tmp_path):
@@ -172,26 +172,28 @@ def test_loadable_by_safetensors_torch(tmp_path):
         np.testing.assert_array_equal(loaded[name].numpy(), value, err_msg=name)
 
 
-# --- memory mapping ---------------------------------------------------------------------------
+# --- reads return private copies ------------------------------------------------------------------
 
 
-def base_chain(array):
-    while array is not None:
-        yield array
-        array = getattr(array, "base", None)
-
-
-def test_mmap_arrays_are_copy_on_write_views_of_the_file(tmp_path):
+def test_reads_are_private_writable_copies_with_either_backend(tmp_path):
     path = tmp_path / "big.safetensors"
     write_safetensors(path, {"w": np.ones((256, 256), np.float32)})
     before = path.read_bytes()
-    loaded = read_safetensors(path)["w"]
-    assert type(loaded) is np.ndarray
-    assert any(isinstance(b, np.memmap) or type(b).__name__ == "mmap" for b in base_chain(loaded))
-    loaded[0, 0] = 42.0  # writable, but private to this process
-    assert path.read_bytes() == before
-    in_memory = read_safetensors(path, mmap=False)["w"]
-    assert not any(isinstance(b, np.memmap) for b in base_chain(in_memory))
+    for mmap in (True, False):
+        loaded = read_safetensors(path, mmap=mmap)["w"]
+        assert type(loaded) is np.ndarray and loaded.flags.writeable
+        loaded[0, 0] = 42.0  # private to this array
+        assert path.read_bytes() == before
+        assert read_safetensors(path, mmap=mmap)["w"][0, 0] == 1.0
+
+
+def test_plan_reads_no_tensor_bytes(tmp_path, monkeypatch):
+    path = tmp_path / "plan.safetensors"
+    write_safetensors(path, {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.zeros(2, np.float16)})
+    _, records = safetensors_module.plan_safetensors(path)
+    assert {k: (r.shape, str(r.dtype), r.nbytes) for k, r in records.items()} == {
+        "w": ((2, 3), "float32", 24), "b": ((2,), "float16", 4)}
+    np.testing.assert_array_equal(records["w"].read(), np.arange(6, dtype=np.float32).reshape(2, 3))
 
 
 # --- corrupt files --------------------------------------------------------------------------------
@@ -288,8 +290,8 @@ def test_failed_write_keeps_the_previous_file(tmp_path, monkeypatch):
             raise OSError("disk full")
         return original(array)
 
-    original = safetensors_module._little_endian_bytes
-    monkeypatch.setattr(safetensors_module, "_little_endian_bytes", explode)
+    original = safetensors_module._contiguous_little_endian
+    monkeypatch.setattr(safetensors_module, "_contiguous_little_endian", explode)
     with pytest.raises(OSError, match="disk full"):
         write_safetensors(path, {"a": np.ones(3, np.float32), "b": np.ones(3, np.float32)})
     assert path.read_bytes() == before

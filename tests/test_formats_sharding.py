@@ -9,16 +9,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hubert_tf.files import atomic_files, atomic_write
 from hubert_tf.checkpoints.formats import (
-    atomic_files,
-    atomic_write,
-    build_index,
     index_to_json,
     parse_size,
     read_index,
     read_safetensors,
-    shard_filenames,
     split_into_shards,
+    split_state_dict,
     write_index,
     write_safetensors,
 )
@@ -95,28 +93,32 @@ def test_split_matches_huggingface_hub(sizes, limit):
         state, get_storage_size=lambda t: t.nbytes, filename_pattern="model{suffix}.safetensors", max_shard_size=limit
     )
     assert [list(shard) for shard in ours if shard] == list(theirs.filename_to_tensors.values())
-    assert build_index(ours)["metadata"]["total_size"] == theirs.metadata["total_size"]
+    shards, index = split_state_dict(state, limit)
+    assert [name for name, _ in shards] == (list(theirs.filename_to_tensors) or ["model.safetensors"])
+    if index is not None:
+        assert index == {"metadata": theirs.metadata, "weight_map": theirs.tensor_to_filename}
 
 
 # --- names and the index file ----------------------------------------------------------------------
 
 
-def test_shard_filenames():
-    assert shard_filenames(1) == ["model.safetensors"]
-    assert shard_filenames(3) == [f"model-0000{i}-of-00003.safetensors" for i in (1, 2, 3)]
-    assert shard_filenames(2, "pytorch_model{suffix}.bin")[1] == "pytorch_model-00002-of-00002.bin"
-    with pytest.raises(ValueError):
-        shard_filenames(0)
+def test_shard_names_follow_transformers():
+    names = lambda shards: [name for name, _ in shards]  # noqa: E731
+    assert names(split_state_dict(nbytes_state(1, 2), 10)[0]) == ["model.safetensors"]
+    assert names(split_state_dict(nbytes_state(4, 4, 4), 4)[0]) == [
+        f"model-0000{i}-of-00003.safetensors" for i in (1, 2, 3)]
+    assert names(split_state_dict(nbytes_state(4, 4), 4, "pytorch_model{suffix}.bin")[0])[1] == \
+        "pytorch_model-00002-of-00002.bin"
+    assert split_state_dict({}) == ([("model.safetensors", {})], None)
 
 
 def test_index_is_written_like_transformers(tmp_path):
-    shards = split_into_shards({"b": np.zeros(3, np.float32), "a": np.zeros(2, np.float32)}, 12)
-    index = build_index(shards)
+    _, index = split_state_dict({"b": np.zeros(3, np.float32), "a": np.zeros(2, np.float32)}, 12)
     assert index == {
         "metadata": {"total_size": 20},
         "weight_map": {"b": "model-00001-of-00002.safetensors", "a": "model-00002-of-00002.safetensors"},
     }
-    text = index_to_json(build_index(shards, metadata={"total_parameters": 5}))
+    text = index_to_json({**index, "metadata": {**index["metadata"], "total_parameters": 5}})
     assert text == json.dumps(
         {"metadata": {"total_parameters": 5, "total_size": 20},
          "weight_map": {"a": "model-00002-of-00002.safetensors", "b": "model-00001-of-00002.safetensors"}},
@@ -128,13 +130,13 @@ def test_index_is_written_like_transformers(tmp_path):
 def test_sharded_save_and_load_round_trip(tmp_path):
     rng = np.random.default_rng(0)
     state = {f"layer.{i}.weight": rng.standard_normal((8, 8)).astype(np.float32) for i in range(5)}
-    shards = split_into_shards(state, 600)  # two 256-byte tensors per shard
-    names = shard_filenames(len(shards))
+    shards, index = split_state_dict(state, 600)  # two 256-byte tensors per shard
+    names = [name for name, _ in shards]
     assert len(shards) == 3
     with atomic_files(tmp_path) as files:
-        for shard, name in zip(shards, names):
+        for name, shard in shards:
             write_safetensors(files.path(name), shard)
-        write_index(files.path("model.safetensors.index.json"), build_index(shards, names))
+        write_index(files.path("model.safetensors.index.json"), index)
     weight_map, metadata = read_index(tmp_path / "model.safetensors.index.json")
     assert metadata == {"total_size": 5 * 256}
     loaded = {}
@@ -304,7 +306,7 @@ def test_atomic_files_rejects_paths_and_duplicates(tmp_path):
 @FUZZ
 @given(st.data())
 def test_read_index_on_random_and_truncated_input_raises_only_documented_errors(tmp_path, data):
-    valid = index_to_json(build_index(split_into_shards(nbytes_state(4, 4, 4), 4))).encode()
+    valid = index_to_json(split_state_dict(nbytes_state(4, 4, 4), 4)[1]).encode()
     if data.draw(st.booleans(), label="random"):
         blob = data.draw(st.binary(max_size=300), label="bytes")
     else:

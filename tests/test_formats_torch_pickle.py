@@ -9,6 +9,7 @@ import collections
 import io
 import os
 import pickle
+import re
 import struct
 import sys
 import tarfile
@@ -19,12 +20,24 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hubert_tf.checkpoints.formats import UnsafeCheckpointError, load_torch_pickle, read_torch_bin
+from hubert_tf.checkpoints.formats import UnsafeCheckpointError, load_torch_pickle, plan_torch_bin, read_torch_bin
+from hubert_tf.checkpoints.formats.records import TensorRecord
+from limited_child import run_limited
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "formats")
 ZIP_FIXTURE = os.path.join(FIXTURES, "torch_pickle", "state_zip.bin")
 LEGACY_FIXTURE = os.path.join(FIXTURES, "torch_pickle", "state_legacy.bin")
 FUZZ = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def read_bytes(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def write_bytes(path, data):
+    with open(path, "wb") as f:
+        f.write(data)
 
 
 def expected_state():
@@ -129,7 +142,7 @@ def test_views_of_one_storage_share_memory(path):
 
 def test_mmap_arrays_are_private_copies_on_write(tmp_path):
     path = tmp_path / "copy.bin"
-    path.write_bytes(open(ZIP_FIXTURE, "rb").read())
+    path.write_bytes(read_bytes(ZIP_FIXTURE))
     before = path.read_bytes()
     state = read_torch_bin(path)
     state["encoder.weight"][0, 0] = 1e6
@@ -207,7 +220,7 @@ def test_shared_substructures_are_converted_once(tmp_path):
 )
 def test_recursive_or_deep_objects_are_refused(tmp_path, body):
     path = torch_zip(tmp_path / "deep.bin", body, {})
-    with pytest.raises(ValueError, match="recursive or nested too deeply"):
+    with pytest.raises(ValueError, match="recursive or nested too deeply|is nested too deeply"):
         load_torch_pickle(path)
 
 
@@ -312,8 +325,8 @@ def test_malformed_structure_raises_value_error(tmp_path, payload, message):
 
 
 def damaged_files(tmp_path):
-    good = open(ZIP_FIXTURE, "rb").read()
-    legacy = open(LEGACY_FIXTURE, "rb").read()
+    good = read_bytes(ZIP_FIXTURE)
+    legacy = read_bytes(LEGACY_FIXTURE)
     tar_path = tmp_path / "old.tar"
     with tarfile.open(tar_path, "w") as archive:
         info = tarfile.TarInfo("storages")
@@ -385,7 +398,7 @@ def test_random_bytes_raise_only_documented_errors(tmp_path, data):
 @given(st.data())
 def test_truncated_and_mutated_checkpoints_raise_only_documented_errors(tmp_path, data):
     source = data.draw(st.sampled_from([ZIP_FIXTURE, LEGACY_FIXTURE]), label="source")
-    blob = bytearray(open(source, "rb").read())
+    blob = bytearray(read_bytes(source))
     blob = blob[: data.draw(st.integers(0, len(blob)), label="cut")]
     for _ in range(data.draw(st.integers(0, 3), label="mutations")):
         if blob:
@@ -434,3 +447,301 @@ def test_random_state_dicts_saved_by_torch(tmp_path):
             expected = tensor.float() if tensor.dtype == torch.bfloat16 else tensor
             np.testing.assert_array_equal(loaded[name], expected.numpy(), err_msg=name)
     assert "torch" in sys.modules  # only this dev test imported it
+
+
+# --- lazy reading: plan_torch_bin ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", [ZIP_FIXTURE, LEGACY_FIXTURE], ids=["zip", "legacy"])
+@pytest.mark.parametrize("mmap", [True, False])
+def test_plan_describes_every_tensor_and_reads_each_alone(path, mmap):
+    expected = expected_state()
+    plan = plan_torch_bin(path, mmap=mmap)
+    assert list(plan) == list(expected)
+    for name, record in plan.items():
+        assert isinstance(record, TensorRecord) and record.name == name and record.source == path
+        assert record.shape == expected[name].shape, name
+        assert record.dtype == ("bfloat16" if name == "bf16" else expected[name].dtype), name
+        array = record.read()
+        assert array.dtype == expected[name].dtype and array.shape == expected[name].shape, name
+        np.testing.assert_array_equal(array, expected[name], err_msg=name)
+    # nbytes is the span a read takes from the file: a transpose spans its whole storage, a
+    # zero-stride expand only its one row, a bfloat16 tensor 2 bytes per element.
+    assert plan["encoder.weight"].nbytes == plan["encoder.weight_t"].nbytes == 4 * 12
+    assert plan["encoder.rows"].nbytes == 4 * 9
+    assert plan["expanded"].nbytes == 4 * 3 and plan["expanded"].shape == (4, 3)
+    assert plan["bf16"].nbytes == 2 * 6
+    assert plan["empty"].nbytes == 0
+
+
+def test_plan_reads_no_storage_and_a_record_reads_only_its_own(tmp_path):
+    # Storage "1" is garbage that claims to be deflated: planning never touches it, reading "w"
+    # (storage "0") neither; only reading "bad" fails, with a ValueError naming the file.
+    data_pkl = p_dict({
+        "w": p_tensor("FloatStorage", "0", 3, 0, (3,), (1,)),
+        "bad": p_tensor("FloatStorage", "1", 4, 0, (4,), (1,)),
+    })  # fmt: skip
+    path = torch_zip(tmp_path / "lazy.bin", data_pkl, {"0": np.array([1, 2, 3], "<f4").tobytes(), "1": b"\0" * 16})
+    patch_member(path, "archive/data/1", method=zipfile.ZIP_DEFLATED, data=b"\xff" * 16)
+    plan = plan_torch_bin(path)
+    assert (plan["bad"].shape, plan["bad"].nbytes) == ((4,), 16)
+    np.testing.assert_array_equal(plan["w"].read(), [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="'archive/data/1' is corrupt") as info:
+        plan["bad"].read()
+    assert str(info.value).startswith(path)
+    with pytest.raises(ValueError, match="'archive/data/1' is corrupt"):
+        read_torch_bin(path)
+
+
+def test_plan_refuses_a_state_dict_that_is_not_flat(tmp_path):
+    path = torch_zip(tmp_path / "list.bin", b"\x80\x02]" + p_tensor("FloatStorage", "0", 4, 0, (4,), (1,)) + b"a.",
+                     {"0": b"\0" * 16})  # fmt: skip
+    with pytest.raises(ValueError, match="holds a list, not a state dict"):
+        plan_torch_bin(path)
+
+
+# --- hostile files that are bombs: each runs in a forked child with limits -----------------------------
+#
+# On the previous reader each of these crashed the process (SIGSEGV), took minutes, or allocated
+# gigabytes; here they must end in a ValueError (or a correct result) fast and small. The child's
+# limits turn a regression into a failed assertion instead of a dead or stalled suite.
+
+BOMB_LIMITS = dict(memory_bytes=384 << 20, cpu_seconds=10, wall_seconds=20)
+
+
+def assert_refused_quickly(outcome, message, max_seconds=5.0, max_rss=96 << 20):
+    assert outcome.status == "error" and outcome.error_type == "ValueError", outcome
+    assert not outcome.memory_error, outcome
+    assert re.search(message, outcome.message), outcome
+    assert outcome.seconds < max_seconds and outcome.rss_growth < max_rss, outcome
+
+
+def patch_member(path, name, method=None, data=None, file_size=None):
+    """Rewrite one member of a zip in place: new raw (already compressed) ``data`` and/or
+    compression ``method`` and/or a declared uncompressed ``file_size`` (both headers)."""
+    with zipfile.ZipFile(path) as archive:
+        infos = archive.infolist()
+        blobs = {}
+        for info in infos:
+            with open(path, "rb") as f:
+                f.seek(info.header_offset + 26)
+                name_length, extra_length = struct.unpack("<HH", f.read(4))
+                f.seek(info.header_offset + 30 + name_length + extra_length)
+                blobs[info.filename] = f.read(info.compress_size)
+    out = io.BytesIO()
+    central = b""
+    for info in infos:
+        raw, kind, size, crc = blobs[info.filename], info.compress_type, info.file_size, info.CRC
+        if info.filename == name:
+            raw = raw if data is None else data
+            kind = kind if method is None else method
+            size = size if file_size is None else file_size
+        encoded = info.filename.encode()
+        offset = out.tell()
+        out.write(struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, kind, 0, 0, crc, len(raw), size, len(encoded), 0))
+        out.write(encoded + raw)
+        central += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, kind, 0, 0, crc, len(raw), size,
+                               len(encoded), 0, 0, 0, 0, 0, offset) + encoded  # fmt: skip
+    start = out.tell()
+    out.write(central + struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(infos), len(infos), len(central), start, 0))
+    with open(path, "wb") as f:
+        f.write(out.getvalue())
+
+
+def deflated_zeros_zip(path, data_pkl, name, nbytes):
+    """A torch zip whose member ``name`` is ``nbytes`` zero bytes, deflated (~1/1029 the size)."""
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", data_pkl)
+        info = zipfile.ZipInfo(name)
+        info.compress_type = zipfile.ZIP_DEFLATED
+        with archive.open(info, "w", force_zip64=True) as member:
+            chunk = bytes(1 << 20)
+            for _ in range(nbytes // len(chunk)):
+                member.write(chunk)
+    return str(path)
+
+
+@pytest.mark.parametrize("container", ["zip", "legacy"])
+@pytest.mark.parametrize(
+    "kind",
+    ["tuple as dict key", "nested lists", "nested dicts"],
+)
+def test_deeply_nested_pickles_are_refused_before_unpickling(tmp_path, container, kind):
+    # A million-deep tuple used as a dict key: hashing it recursed in C until SIGSEGV.
+    body = {
+        "tuple as dict key": b"}N" + b"\x85" * 1_000_000 + b"Ns",
+        "nested lists": b"]" * 1_000 + b"a" * 999,
+        "nested dicts": b"}" + b"N}" * 999 + b"s" * 999,
+    }[kind]
+    payload = b"\x80\x02" + body + b"."
+    path = str(tmp_path / "deep.bin")
+    torch_zip(path, payload, {}) if container == "zip" else legacy_stream(path, payload, {})
+    outcome = run_limited(load_torch_pickle, path, **BOMB_LIMITS)
+    assert_refused_quickly(outcome, r"is nested too deeply \(containers more than 64 levels deep")
+    assert outcome.message.startswith(f"ValueError: {path}: ")
+
+
+def test_depth_built_through_memo_aliases_is_refused_after_unpickling(tmp_path):
+    # 200 empty lists, memoised, then list i appended into list i-1 through memo references: the
+    # scan sees only depth 2 (mutation after memoisation), the iterative walk sees 200 levels.
+    body = b"\x80\x02" + b"".join(b"]r" + struct.pack("<I", i) + b"0" for i in range(200))
+    for i in range(1, 200):
+        body += b"j" + struct.pack("<I", i - 1) + b"j" + struct.pack("<I", i) + b"a0"
+    payload = body + b"j" + struct.pack("<I", 0) + b"."
+    path = torch_zip(tmp_path / "alias.bin", payload, {})
+    outcome = run_limited(load_torch_pickle, path, **BOMB_LIMITS)
+    assert_refused_quickly(outcome, "checkpoint object is recursive or nested too deeply")
+
+
+def test_nesting_up_to_the_cap_still_loads(tmp_path):
+    payload = b"\x80\x02" + b"]" * 64 + b"a" * 63 + b"."
+    value = load_torch_pickle(torch_zip(tmp_path / "ok.bin", payload, {}))
+    for _ in range(63):
+        assert len(value) == 1
+        value = value[0]
+    assert value == []
+
+
+@pytest.mark.parametrize("container", ["zip", "legacy"])
+def test_opcode_bomb_is_refused_at_the_opcode_cap(tmp_path, container):
+    # 32 million EMPTY_LIST opcodes (32 MB, 31 KB deflated): ~25 s and ~2.8 GB on the old reader.
+    payload = b"\x80\x02" + b"]" * 32_000_000 + b"."
+    path = str(tmp_path / "opcodes.bin")
+    if container == "zip":
+        torch_zip(path, payload, {}, compression=zipfile.ZIP_DEFLATED)
+        assert os.path.getsize(path) < 64 << 10
+    else:
+        legacy_stream(path, payload, {})
+    outcome = run_limited(read_torch_bin, path, **BOMB_LIMITS)
+    assert_refused_quickly(outcome, "has more than 1000000 opcodes")
+
+
+@pytest.mark.parametrize("container", ["zip", "legacy"])
+def test_oversized_pickle_is_refused_by_its_size(tmp_path, container):
+    # One 40 MiB string (over the 32 MiB cap); the legacy stream is never read past the cap.
+    payload = b"\x80\x02X" + struct.pack("<I", 40 << 20) + b"a" * (40 << 20) + b"."
+    path = str(tmp_path / "big.bin")
+    if container == "zip":
+        torch_zip(path, payload, {}, compression=zipfile.ZIP_DEFLATED)
+    else:
+        legacy_stream(path, payload, {})
+    outcome = run_limited(read_torch_bin, path, **BOMB_LIMITS)
+    assert_refused_quickly(outcome, "too large for a checkpoint pickle|larger than 33554432 bytes")
+
+
+@pytest.mark.parametrize(
+    "size, stride, storage_numel",
+    [((16384, 16384), (0, 0), 1), ((16384, 16384), (1, 1), 32767), ((1 << 20,), (0,), 2)],
+    ids=["stride-0 [16384, 16384] of 2 bytes", "overlapping rows", "stride-0 vector"],
+)
+def test_views_larger_than_their_storage_are_refused(tmp_path, size, stride, storage_numel):
+    # ~700 bytes that the old reader widened into a 1-2.6 GB float32 array.
+    data_pkl = p_dict({"w": p_tensor("BFloat16Storage", "0", storage_numel, 0, size, stride)})
+    path = torch_zip(tmp_path / "view.bin", data_pkl, {"0": b"\x80\x3f" * storage_numel})
+    assert os.path.getsize(path) < (64 << 10) + 1024
+    for function in (read_torch_bin, plan_torch_bin):
+        outcome = run_limited(function, path, **BOMB_LIMITS)
+        assert_refused_quickly(outcome, "refusing a stride-0 or overlapping view larger than its storage")
+
+
+def test_byteorder_zip_bomb_is_refused_without_inflating(tmp_path):
+    # A 256 KiB file whose byteorder record inflates to 256 MiB (read whole by the old reader).
+    path = deflated_zeros_zip(tmp_path / "bomb.bin", p_dict({}), "archive/byteorder", 256 << 20)
+    assert os.path.getsize(path) < 512 << 10
+    outcome = run_limited(read_torch_bin, path, **BOMB_LIMITS)
+    assert_refused_quickly(outcome, "byteorder record is 268435456 bytes")
+
+
+def test_compressed_storage_is_inflated_only_as_far_as_its_tensors_reach(tmp_path):
+    # A 256 MiB storage of zeros (256 KiB deflated) of which the state dict uses 4 floats: the old
+    # reader inflated all of it; now at most the first 16 bytes are produced.
+    data_pkl = p_dict({"w": p_tensor("FloatStorage", "0", 64 << 20, 0, (4,), (1,))})
+    path = deflated_zeros_zip(tmp_path / "partial.bin", data_pkl, "archive/data/0", 256 << 20)
+
+    def read_both():
+        state = read_torch_bin(path)
+        assert state["w"].tolist() == [0.0] * 4
+        assert plan_torch_bin(path)["w"].read().tolist() == [0.0] * 4
+
+    outcome = run_limited(read_both, **BOMB_LIMITS)
+    assert outcome.status == "ok", outcome
+    assert outcome.rss_growth < 64 << 20 and outcome.seconds < 5, outcome
+
+
+def test_unused_members_are_never_read(tmp_path):
+    # An unreferenced 256 MiB member and a referenced storage are side by side: only the latter is read.
+    data_pkl = p_dict({"w": p_tensor("FloatStorage", "0", 2, 0, (2,), (1,))})
+    path = deflated_zeros_zip(tmp_path / "unused.bin", data_pkl, "archive/data/999", 256 << 20)
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr("archive/data/0", np.array([1.5, -2.0], "<f4").tobytes())
+
+    def read_and_check():
+        assert read_torch_bin(path, mmap=False)["w"].tolist() == [1.5, -2.0]
+
+    outcome = run_limited(read_and_check, **BOMB_LIMITS)
+    assert outcome.status == "ok" and outcome.rss_growth < 64 << 20, outcome
+
+
+def test_member_claiming_more_than_deflate_can_produce_is_refused(tmp_path):
+    data_pkl = p_dict({"w": p_tensor("FloatStorage", "0", 1 << 20, 0, (4,), (1,))})
+    path = torch_zip(tmp_path / "ratio.bin", data_pkl, {"0": b"\0" * 16}, compression=zipfile.ZIP_DEFLATED)
+    patch_member(path, "archive/data/0", file_size=4 << 20)  # 4 MiB from a few compressed bytes
+    with pytest.raises(ValueError, match=r"more than deflate's 1032:1\); refusing a zip bomb") as info:
+        read_torch_bin(path)
+    assert str(info.value).startswith(path)
+
+
+def test_members_sharing_one_local_header_are_refused(tmp_path):
+    # Two central-directory entries on the same bytes (the overlap trick of zip bombs).
+    data_pkl = p_dict({"a": p_tensor("FloatStorage", "0", 2, 0, (2,), (1,)),
+                       "b": p_tensor("FloatStorage", "1", 2, 0, (2,), (1,))})  # fmt: skip
+    path = torch_zip(tmp_path / "overlap.bin", data_pkl, {"0": b"\0" * 8, "1": b"\0" * 8})
+    blob = bytearray(read_bytes(path))
+    with zipfile.ZipFile(path) as archive:
+        first, second = archive.getinfo("archive/data/0"), archive.getinfo("archive/data/1")
+    entry = blob.index(b"PK\x01\x02")  # the first central directory entry
+    while blob[entry + 46 : entry + 46 + len(second.filename)] != second.filename.encode():
+        entry = blob.index(b"PK\x01\x02", entry + 4)
+    blob[entry + 42 : entry + 46] = struct.pack("<I", first.header_offset)  # its local header offset
+    write_bytes(path, bytes(blob))
+    with pytest.raises(ValueError, match="overlaps another member"):
+        read_torch_bin(path)
+
+
+def test_truncated_file_fails_at_read_time_not_with_a_crash(tmp_path):
+    # The plan is made, then the file loses its tail: read() checks sizes again (no SIGBUS from a
+    # mapping past the end of the file).
+    path = str(tmp_path / "shrinks.bin")
+    write_bytes(path, read_bytes(LEGACY_FIXTURE))
+    plan = plan_torch_bin(path)
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) - 64)
+    outcome = run_limited(lambda: [record.read() for record in plan.values()], **BOMB_LIMITS)
+    assert outcome.status == "error" and outcome.error_type == "ValueError", outcome
+    assert "runs past the end of the file" in outcome.message, outcome
+
+
+def test_many_views_of_one_storage_are_refused_together(tmp_path):
+    # Each of 64 views fits its 64 KiB storage, but together they would be 64 times the storage
+    # (30,000 of them from a ~1 MB file would be 60 GB once widened from bfloat16).
+    storage = 32 << 10
+    views = {f"w{i}": p_tensor("BFloat16Storage", "0", storage, 0, (storage,), (1,)) for i in range(64)}
+    path = torch_zip(tmp_path / "views.bin", p_dict(views), {"0": b"\x80\x3f" * storage})
+    outcome = run_limited(read_torch_bin, path, **BOMB_LIMITS)
+    assert_refused_quickly(outcome, r"would materialise 4194304 bytes from 65536 bytes of storage \(more than 8 times")
+    plan = plan_torch_bin(path)  # one record at a time is the loader's to bound (by the model's size)
+    np.testing.assert_array_equal(plan["w63"].read()[:2], [1.0, 1.0])
+    few = torch_zip(tmp_path / "few.bin", p_dict(dict(list(views.items())[:8])), {"0": b"\x80\x3f" * storage})
+    assert len(read_torch_bin(few)) == 8  # 8 views: at the cap, still read
+
+
+def test_huge_central_directory_is_refused_before_it_is_parsed(tmp_path):
+    # The end record declares 64 MiB of central directory (~1.4M members, ~700 MB of zipfile
+    # bookkeeping once parsed): refused from the 22-byte end record alone.
+    path = torch_zip(tmp_path / "members.bin", p_dict({}), {})
+    blob = bytearray(read_bytes(path))
+    end = blob.rindex(b"PK\x05\x06")
+    blob[end + 12 : end + 16] = struct.pack("<I", 64 << 20)
+    write_bytes(path, bytes(blob))
+    with pytest.raises(ValueError, match=r"central directory is 67108864 bytes \(more than 16777216\)"):
+        read_torch_bin(path)

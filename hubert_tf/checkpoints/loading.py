@@ -1,16 +1,23 @@
-"""`from_pretrained`: find the checkpoint files, read them (any format), put the weights into a model."""
+"""`from_pretrained`: find the checkpoint files, plan them, check the plan against the model, read what it uses.
+
+Loading never trusts a file's size claims before they are checked: every format is first *planned*
+(names, dtypes, shapes, byte counts as `TensorRecord`s, from headers only), the plan is checked against
+the model's weight table (shapes, dtypes, total bytes), and only then are the tensors the model uses
+read, one at a time. Tensors the model does not use are listed as unused and never read or converted.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
 from ..configuration import CONFIG_NAME, HubertConfig
 from ..hub import resolve_file
-from .names import candidate_keys, is_ignored, reference_entries
+from .formats.records import TensorRecord
+from .names import candidate_keys, is_ignored, legacy_weight, reference_entries
 
 logger = logging.getLogger("hubert_tf")
 
@@ -23,20 +30,60 @@ WEIGHT_FILES = (
     "pytorch_model.bin.index.json",
 )
 
+# Bytes read plus bytes converted (a float32 copy of every tensor not stored as float32) for the tensors
+# the model uses may not exceed this multiple of the model's own size (plus a small floor for tiny
+# models). Exact-shape matching already bounds a float64 checkpoint at 3x (2x read + 1x converted); the
+# cap is the backstop for formats whose byte counts can exceed their shapes (views of larger storages).
+MAX_BYTES_MULTIPLE = 4
+MIN_BYTES_CAP = 1 << 20
 
-def _reader(filename: str) -> Callable[[str], Mapping[str, np.ndarray]]:
+# Stored dtypes a weight may have (converted exactly or rounded to the variable's dtype).
+_FLOAT_NAMES = frozenset({"float16", "float32", "float64", "bfloat16", "float8_e4m3fn", "float8_e5m2"})
+
+
+# ------------------------------------------------------------------------------------------ planning
+
+
+def _plan_legacy_tf(path: str) -> dict[str, TensorRecord]:
+    """`tf_model.h5` as records in the reference naming and layout (each weight through its table row)."""
+    from .formats.legacy_h5 import plan_legacy_tf_h5
+
+    records = {}
+    for name, record in plan_legacy_tf_h5(path).items():
+        try:
+            weight = legacy_weight(name)
+        except KeyError:
+            raise ValueError(f"{path}: unknown weight {name!r} in the legacy TF checkpoint") from None
+        records[weight.key] = TensorRecord(
+            weight.key, record.dtype, weight.reference_shape(record.shape), record.nbytes, source=path,
+            read=lambda record=record, weight=weight: weight.to_reference(record.read()),
+        )
+    return records
+
+
+def plan_file(filename: str, path: str) -> dict[str, TensorRecord]:
+    """Plans one weight file into {reference key: TensorRecord} in the reference layout; reads no tensor.
+
+    Args:
+        filename: the file's name in the checkpoint (its kind: `.safetensors`, `.bin`, `.h5`).
+        path: its local path.
+
+    Example:
+
+    >>> records = plan_file("model.safetensors", "tests/fixtures/base_style/model.safetensors")  # doctest: +SKIP
+    >>> records["lm_head.weight"].shape, records["lm_head.weight"].nbytes  # doctest: +SKIP
+    ((12, 32), 1536)
+    """
     if filename.endswith(".safetensors"):
-        from .formats.safetensors import read_safetensors
+        from .formats.safetensors import plan_safetensors
 
-        return read_safetensors
+        return plan_safetensors(path)[1]
     if filename.endswith(".bin"):
-        from .formats.torch_pickle import read_torch_bin
+        from .formats.torch_pickle import plan_torch_bin  # torch-free: the only .bin path
 
-        return read_torch_bin
+        return plan_torch_bin(path)
     if filename.endswith(".h5"):
-        from .legacy_tf import read_legacy_state_dict
-
-        return read_legacy_state_dict
+        return _plan_legacy_tf(path)
     raise ValueError(f"unsupported weight file {filename}")
 
 
@@ -49,64 +96,185 @@ def find_weights(name_or_path: str, **hub_kwargs) -> tuple[str, str]:
     raise OSError(f"no weights found in {name_or_path}: looked for {', '.join(WEIGHT_FILES)}")
 
 
-def read_state_dict(name_or_path: str, **hub_kwargs) -> tuple[dict[str, Any], str]:
-    """Reads the checkpoint at `name_or_path` into {reference key: array}; returns it and the file read."""
+def plan_checkpoint(name_or_path: str, **hub_kwargs) -> tuple[dict[str, TensorRecord], str]:
+    """Plans the checkpoint at `name_or_path` (one file or every shard of an index); reads no tensor.
+
+    Args:
+        name_or_path: a local directory or a hub repo id.
+        **hub_kwargs: revision, cache_dir, local_files_only, token (see `hubert_tf.hub.resolve_file`).
+
+    Returns:
+        ({reference key: TensorRecord}, the weight file found). Shards must really (symlinks resolved)
+        live inside the checkpoint directory; a key in two shards, or listed in the index but absent
+        from its shard, is a ValueError.
+
+    Example:
+
+    >>> records, path = plan_checkpoint("tests/fixtures/checkpoint_formats/sharded_safetensors")  # doctest: +SKIP
+    >>> os.path.basename(path), len(records) > 0  # doctest: +SKIP
+    ('model.safetensors.index.json', True)
+    """
     kind, path = find_weights(name_or_path, **hub_kwargs)
     if not kind.endswith(".index.json"):
-        return dict(_reader(kind)(path)), path
-    from .formats.sharding import read_index
+        return plan_file(kind, path), path
+    from .formats.sharding import checkpoint_root, read_index, require_inside
 
     weight_map, _ = read_index(path, check_files=os.path.isdir(name_or_path))
-    state: dict[str, Any] = {}
+    root = checkpoint_root(os.path.dirname(os.path.abspath(path)))
+    records: dict[str, TensorRecord] = {}
     for shard in sorted(set(weight_map.values())):
         shard_path = resolve_file(name_or_path, shard, **hub_kwargs)
-        state.update(_reader(shard)(shard_path))
-    missing = sorted(k for k in weight_map if k not in state)
+        require_inside(shard_path, root, path)
+        for key, record in plan_file(shard, shard_path).items():
+            if key in records:
+                raise ValueError(f"{shard_path}: tensor {key} is also in {records[key].source}")
+            records[key] = record
+    missing = sorted(k for k in weight_map if k not in records)
     if missing:
         raise ValueError(f"{path}: keys listed in the index are missing from their shards: {missing[:5]}")
-    return state, path
+    return records, path
+
+
+def read_state_dict(name_or_path: str, **hub_kwargs) -> tuple[dict[str, Any], str]:
+    """Reads the checkpoint at `name_or_path` into {reference key: array}; returns it and the file read.
+
+    Reads every tensor; loading into a model (`load_state_dict_into` with `plan_checkpoint`'s records)
+    reads only the ones the model uses.
+
+    Example:
+
+    >>> state, path = read_state_dict("tests/fixtures/base_style")  # doctest: +SKIP
+    >>> state["lm_head.weight"].shape  # doctest: +SKIP
+    (12, 32)
+    """
+    records, path = plan_checkpoint(name_or_path, **hub_kwargs)
+    return {key: record.read() for key, record in records.items()}, path
+
+
+# ------------------------------------------------------------------------------------------ checking
+
+
+def _dtype_name(dtype) -> str:
+    return dtype if isinstance(dtype, str) else np.dtype(dtype).name
+
+
+def _check_dtype(source: str, key: str, dtype) -> None:
+    name = _dtype_name(dtype)
+    if name not in _FLOAT_NAMES:
+        raise ValueError(f"{source}: weight {key} has dtype {name}; weights must be floating point "
+                         "(complex, bool and integer weights are refused)")
+
+
+def _cast(source: str, key: str, value: np.ndarray, dtype) -> np.ndarray:
+    """`value` as `dtype`, refusing finite values the cast would turn into inf (e.g. float64 beyond
+    float32's range) instead of loading a model that outputs inf/NaN."""
+    if value.dtype == dtype:
+        return value
+    with np.errstate(over="ignore", invalid="ignore"):
+        cast = value.astype(dtype)
+    if np.issubdtype(value.dtype, np.floating) and value.size:
+        overflow = np.isinf(cast) & np.isfinite(value)
+        if overflow.any():
+            bad = float(np.abs(value[overflow]).max())
+            raise ValueError(f"{source}: weight {key} holds {bad:.6g}, beyond the range of {np.dtype(dtype).name}")
+    return cast
+
+
+def _numpy_dtype(name):
+    try:
+        return np.dtype(name)
+    except TypeError:  # bfloat16 / float8 variables: numpy knows them through ml_dtypes
+        import ml_dtypes
+
+        return np.dtype(getattr(ml_dtypes, str(name)))
+
+
+def _as_record(key: str, value, source: str) -> TensorRecord:
+    if isinstance(value, TensorRecord):
+        return value
+    array = value if isinstance(value, np.ndarray) else np.asarray(value)
+    return TensorRecord(key, array.dtype, tuple(array.shape), int(array.nbytes), read=lambda: array, source=source)
+
+
+def model_nbytes(model) -> int:
+    """Bytes of the model's own weights."""
+    return sum(int(np.prod(v.shape, dtype=np.int64)) * _numpy_dtype(v.dtype).itemsize for v in model.weights)
 
 
 def load_state_dict_into(model, state: Mapping[str, Any], source: str = "checkpoint",
                          ignore_mismatched_sizes: bool = False) -> dict[str, list]:
-    """Assigns the reference-named arrays of `state` to the model's variables.
+    """Checks `state` against the model's weight table, then reads and assigns the weights it uses.
 
-    Returns {"missing": [...], "unexpected": [...], "mismatched": [(key, ckpt shape, model shape)]} and logs
-    the warnings users know from transformers. Raises ValueError on a shape mismatch unless
-    `ignore_mismatched_sizes`, in which case that weight keeps its fresh initialisation.
+    Args:
+        model: a TFHubert model (built).
+        state: {reference key: TensorRecord or array}, e.g. from `plan_checkpoint` or `read_state_dict`.
+        source: the checkpoint file, named in every message.
+        ignore_mismatched_sizes: keep the fresh initialisation of weights whose shapes differ
+            (else ValueError).
+
+    Returns:
+        {"missing": [...], "unused": [...], "unexpected": (the same list, transformers' name),
+        "mismatched": [(key, ckpt shape, model shape)]}, and logs the warnings users know from
+        transformers. Unused tensors are never read.
+
+    Raises:
+        ValueError: before any weight is assigned: a shape mismatch (naming the key and both shapes), a
+            weight that is not floating point, more bytes than `MAX_BYTES_MULTIPLE` x the model's size;
+            while reading: values beyond the variable dtype's range (the model is then partly loaded).
+
+    Example:
+
+    >>> records, path = plan_checkpoint("tests/fixtures/base_style")  # doctest: +SKIP
+    >>> load_state_dict_into(model, records, source=path)["unused"]  # doctest: +SKIP
+    []
     """
+    records = {key: _as_record(key, value, source) for key, value in state.items()}
     used: set[str] = set()
-    missing, mismatched = [], []
+    missing, mismatched, plan = [], [], []
     for entry in reference_entries(model):
-        key = next((k for name in entry.keys for k in candidate_keys(name) if k in state), None)
+        key = next((k for name in entry.keys for k in candidate_keys(name) if k in records), None)
         if key is None:
             missing.append(entry.keys[0])
             continue
         used.add(key)
-        value = entry.from_reference(np.asarray(state[key]))
-        expected = tuple(entry.variable.shape)
-        if value.shape != expected:
-            reference_shape = tuple(np.shape(state[key]))
-            wanted = tuple(entry.to_reference(np.zeros(expected, np.float32)).shape)
+        record = records[key]
+        wanted = entry.layout.reference_shape(tuple(entry.variable.shape))
+        if tuple(record.shape) != wanted:
             if not ignore_mismatched_sizes:
                 raise ValueError(
-                    f"{source}: weight {key} has shape {reference_shape} in the checkpoint but the model expects "
-                    f"{wanted}; pass ignore_mismatched_sizes=True to re-initialise it"
+                    f"{source}: weight {key} has shape {tuple(record.shape)} in the checkpoint but the model "
+                    f"expects {wanted}; pass ignore_mismatched_sizes=True to re-initialise it"
                 )
-            mismatched.append((key, reference_shape, wanted))
+            mismatched.append((key, tuple(record.shape), wanted))
             continue
-        entry.variable.assign(value.astype(entry.variable.dtype))
-    unexpected = sorted(k for k in state if k not in used and not is_ignored(k))
+        _check_dtype(source, key, record.dtype)
+        plan.append((entry, key, record))
+
+    cap = max(MAX_BYTES_MULTIPLE * model_nbytes(model), MIN_BYTES_CAP)
+    total = sum(r.nbytes + (0 if _dtype_name(r.dtype) == "float32" else 4 * r.size) for _, _, r in plan)
+    if total > cap:
+        raise ValueError(f"{source}: the weights the model uses take {total} bytes to read and convert, more than "
+                         f"{MAX_BYTES_MULTIPLE}x the model's own size ({cap} bytes); refusing")
+
+    for entry, key, record in plan:
+        value = np.asarray(record.read())
+        if value.shape != tuple(record.shape):
+            raise ValueError(f"{source}: weight {key} read as {value.shape}, its header said {tuple(record.shape)}")
+        _check_dtype(source, key, value.dtype)
+        value = _cast(source, key, entry.from_reference(value), _numpy_dtype(entry.variable.dtype))
+        entry.variable.assign(value)
+
+    unused = sorted(k for k in records if k not in used and not is_ignored(k))
     name = type(model).__name__
     if missing:
         logger.warning("Some weights of %s were not in %s and are newly initialized: %s\n"
                        "You should probably train this model on a downstream task.", name, source, missing)
-    if unexpected:
-        logger.warning("Some weights of %s were not used when initializing %s: %s", source, name, unexpected)
+    if unused:
+        logger.warning("Some weights of %s were not used when initializing %s: %s", source, name, unused)
     if mismatched:
         logger.warning("Some weights of %s were re-initialized because their shapes differ from %s: %s",
                        name, source, [f"{k}: checkpoint {a} vs model {b}" for k, a, b in mismatched])
-    return {"missing": missing, "unexpected": unexpected, "mismatched": mismatched}
+    return {"missing": missing, "unused": unused, "unexpected": unused, "mismatched": mismatched}
 
 
 def load_pretrained(cls, name_or_path, *, config=None, revision=None, cache_dir=None, local_files_only=False,
@@ -120,9 +288,9 @@ def load_pretrained(cls, name_or_path, *, config=None, revision=None, cache_dir=
         config = HubertConfig.from_pretrained(name_or_path, **hub_kwargs, **config_overrides)
     elif config_overrides:
         config = config.copy(**config_overrides)
-    state, path = read_state_dict(name_or_path, **hub_kwargs)
+    records, path = plan_checkpoint(name_or_path, **hub_kwargs)
     kwargs = {"dtype": dtype} if dtype is not None else {}
     model = cls(config, **kwargs)
-    load_state_dict_into(model, state, source=path, ignore_mismatched_sizes=ignore_mismatched_sizes)
+    load_state_dict_into(model, records, source=path, ignore_mismatched_sizes=ignore_mismatched_sizes)
     model.name_or_path = name_or_path  # where processors and the CLI find the model's other files
     return model

@@ -1,12 +1,15 @@
-"""Read and write ``.safetensors`` files with numpy only.
+"""Read and write ``.safetensors`` files: the ``safetensors`` library's numpy API, with our checks around it.
 
 Layout (https://github.com/huggingface/safetensors): an 8-byte little-endian header length
 ``N``, ``N`` bytes of UTF-8 JSON ``{name: {"dtype", "shape", "data_offsets": [begin, end]},
-"__metadata__": {str: str}}``, then the tensor bytes, offsets relative to the end of the
-header. Reading memory-maps the file copy-on-write, so loading costs no extra copy of the
-weights (except bfloat16, converted to float32 by default) and the returned arrays are
-writable without touching the file. The checks match the reference library: tensors must
-tile the data section exactly (no gaps, no overlaps, nothing after the last tensor).
+"__metadata__": {str: str}}``, then the tensor bytes, offsets relative to the end of the header.
+
+Reading is planned: :func:`plan_safetensors` parses and validates the header (the same rules as the
+library -- tensors tile the data section exactly -- but every problem is a ``ValueError`` naming the
+file and the tensor), and returns one :class:`TensorRecord` per tensor without reading tensor bytes.
+A record's ``read()`` then takes that one tensor through ``safetensors.safe_open(framework="np")``,
+which returns a private copy (so loading holds about one copy of the weights, tensor by tensor).
+Writing is ``safetensors.numpy.save_file`` into an atomic temporary sibling.
 """
 
 import json
@@ -17,17 +20,21 @@ import types
 
 import numpy as np
 
-from hubert_tf.checkpoints.formats.atomic import atomic_write
+from hubert_tf.checkpoints.formats.records import TensorRecord
+from hubert_tf.files import atomic_files
 
 __all__ = [
     "DEFAULT_METADATA",
     "read_safetensors",
+    "plan_safetensors",
     "read_safetensors_metadata",
     "write_safetensors",
 ]
 
 # Same limit as the reference library: a larger header is treated as corrupt.
 MAX_HEADER_SIZE = 100_000_000
+# No tensor of any model has 2**48 (~2.8e14) elements; numpy's own limit is 2**63 bytes.
+MAX_ELEMENTS = 2**48
 
 # The metadata transformers writes for PyTorch checkpoints; read-only so it is a safe default.
 DEFAULT_METADATA = types.MappingProxyType({"format": "pt"})
@@ -49,15 +56,11 @@ _NUMPY_DTYPES = {
     "I64": np.dtype("<i8"),
     "U64": np.dtype("<u8"),
 }
-# The reference writer orders tensors by this rank, largest first (its dtype enum order, which
-# is by alignment), then by name.
-_WRITE_ORDER = {
-    code: rank
-    for rank, code in enumerate(
-        ["BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "I16", "U16", "F16", "BF16",
-         "I32", "U32", "F32", "C64", "F64", "I64", "U64"]  # fmt: skip
-    )
-}
+# Every dtype code of the format (F8 ones read only with ml_dtypes installed).
+_KNOWN_CODES = frozenset(
+    ["BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "I16", "U16", "F16", "BF16",
+     "I32", "U32", "F32", "C64", "F64", "I64", "U64"]  # fmt: skip
+)
 
 
 def _optional_ml_dtypes():
@@ -96,6 +99,11 @@ def _check_shape(path, name, shape):
         raise ValueError(f"{path}: tensor {name!r} has an invalid shape {shape!r}")
     if len(shape) > 64:  # numpy's limit
         raise ValueError(f"{path}: tensor {name!r} has {len(shape)} dimensions (at most 64 supported)")
+    # Zero-size tensors tile the data section with 0 bytes whatever their other dimensions, so a
+    # header could declare [0, 2**62, 2**62]: numpy cannot even describe that (and other readers
+    # overflow). Bound the product of the non-zero dimensions by what an ndarray can address.
+    if math.prod(d for d in shape if d) > MAX_ELEMENTS:
+        raise ValueError(f"{path}: tensor {name!r} declares an absurd shape {shape!r} (more than 2**48 elements)")
 
 
 def _parse_header(path, f, file_size):
@@ -149,7 +157,7 @@ def _parse_header(path, f, file_size):
             if key not in info:
                 raise ValueError(f"{path}: tensor {name!r} has no {key!r}")
         code, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
-        if not isinstance(code, str) or code not in _WRITE_ORDER:
+        if not isinstance(code, str) or code not in _KNOWN_CODES:
             raise ValueError(f"{path}: tensor {name!r} has unknown dtype {code!r}")
         if code not in dtypes:
             raise ValueError(f"{path}: tensor {name!r} has dtype {code}, which needs the ml_dtypes package")
@@ -197,10 +205,101 @@ def read_safetensors_metadata(path):
         OSError: the file cannot be opened or read.
         ValueError: the file is truncated or its header is corrupt (the message names the file).
     """
+    return plan_safetensors(path)[0]
+
+
+# Dtypes the library's numpy API returns as numpy arrays. BF16 and F8 need ml_dtypes there (0.8 returns
+# ml_dtypes arrays when it is importable, older versions raise), so those are read by us from the byte
+# range the validated header gives (see _read_raw), and BF16 is widened to float32 with numpy alone.
+_LIBRARY_DTYPES = frozenset(_NUMPY_DTYPES) - {"BF16"}
+
+
+class _LibraryFile:
+    """One ``safe_open`` handle shared by the records of a file, opened on the first read."""
+
+    def __init__(self, path, backend):
+        self.path, self.backend, self.handle = path, backend, None
+
+    def get(self, name):
+        import safetensors
+
+        try:
+            if self.handle is None:
+                self.handle = safetensors.safe_open(self.path, framework="np", backend=self.backend)
+            return self.handle.get_tensor(name)
+        except safetensors.SafetensorError as exc:
+            raise ValueError(f"{self.path}: safetensors could not read tensor {name!r} ({exc})") from None
+
+
+def _read_raw(path, data_start, begin, end, dtype):
+    """Tensor bytes [begin, end) of the data section as a flat array of `dtype` (a private copy)."""
+    out = np.empty((end - begin) // dtype.itemsize, dtype=dtype)
+    with open(path, "rb") as f:
+        f.seek(data_start + begin)
+        if f.readinto(memoryview(out).cast("B")) != end - begin:
+            raise ValueError(f"{path}: file shrank while reading the tensor data")
+    return out
+
+
+def _reader(path, library, data_start, begin, end, name, code, shape, bf16_as_float32):
+    dtypes = _reader_dtypes()
+
+    def read():
+        if code in _LIBRARY_DTYPES:
+            array = library.get(name)
+            if array.shape != shape or array.dtype != dtypes[code].newbyteorder("="):
+                raise ValueError(f"{path}: tensor {name!r} changed while reading (file replaced?)")
+            return array
+        array = _read_raw(path, data_start, begin, end, dtypes[code]).reshape(shape)
+        if code == "BF16":
+            return _bfloat16_from_bits(array, bf16_as_float32)
+        return array
+
+    return read
+
+
+def plan_safetensors(path, *, mmap=True, bf16_as_float32=True):
+    """Plan a safetensors file: validate its header and describe every tensor, reading no tensor bytes.
+
+    Args:
+        path: str or os.PathLike. The ``.safetensors`` file.
+        mmap: bool. The library's I/O backend for reads: ``True`` memory-maps the file, ``False``
+            reads with ``pread``. Either way each ``read()`` returns a private, writable copy.
+            Defaults to ``True``.
+        bf16_as_float32: bool. ``read()`` of a BF16 tensor returns exact float32 (else an
+            ``ml_dtypes.bfloat16`` array). Defaults to ``True``.
+
+    Returns:
+        tuple ``(metadata, records)``: the ``__metadata__`` dict and ``{name: TensorRecord}`` in file
+        order; a record's ``dtype`` is the numpy dtype (``"bfloat16"`` for BF16), ``nbytes`` the bytes
+        its ``read()`` takes from the file.
+
+    Raises:
+        OSError: the file cannot be opened or read.
+        ValueError: the header is truncated, corrupt or declares impossible tensors (naming the file).
+
+    Example:
+
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "model.safetensors")
+    >>> write_safetensors(path, {"w": np.ones((2, 3), np.float32)})
+    >>> metadata, records = plan_safetensors(path)
+    >>> records["w"].shape, records["w"].nbytes, records["w"].read().sum()
+    ((2, 3), 24, np.float32(6.0))
+    """
     path = os.fspath(path)
     with open(path, "rb") as f:
-        _, metadata, _ = _parse_header(path, f, os.fstat(f.fileno()).st_size)
-    return metadata
+        data_start, metadata, entries = _parse_header(path, f, os.fstat(f.fileno()).st_size)
+    library = _LibraryFile(path, "mmap" if mmap else "pread")
+    dtypes = _reader_dtypes()
+    records = {}
+    for begin, end, name, code, shape in entries:
+        records[name] = TensorRecord(
+            name=name, dtype="bfloat16" if code == "BF16" else dtypes[code].newbyteorder("="),
+            shape=shape, nbytes=end - begin, source=path,
+            read=_reader(path, library, data_start, begin, end, name, code, shape, bf16_as_float32),
+        )
+    return metadata, records
 
 
 def read_safetensors(path, *, mmap=True, bf16_as_float32=True):
@@ -208,9 +307,8 @@ def read_safetensors(path, *, mmap=True, bf16_as_float32=True):
 
     Args:
         path: str or os.PathLike. The ``.safetensors`` file.
-        mmap: bool. Memory-map the file (copy-on-write): nothing is read until used and the
-            arrays cost no extra memory. With ``False`` the data is read into memory.
-            Defaults to ``True``.
+        mmap: bool. I/O backend of the library: memory map (``True``) or ``pread``. The arrays are
+            private copies either way (writable, never touching the file). Defaults to ``True``.
         bf16_as_float32: bool. Return BF16 tensors as exact float32 copies; with ``False``
             they are ``ml_dtypes.bfloat16`` arrays. Defaults to ``True``.
 
@@ -232,30 +330,8 @@ def read_safetensors(path, *, mmap=True, bf16_as_float32=True):
     >>> read_safetensors(path)["w"].tolist()
     [[1.0, 0.0], [0.0, 1.0]]
     """
-    path = os.fspath(path)
-    with open(path, "rb") as f:
-        file_size = os.fstat(f.fileno()).st_size
-        data_start, _, entries = _parse_header(path, f, file_size)
-        data_size = file_size - data_start
-        if data_size == 0:
-            data = np.zeros(0, dtype=np.uint8)
-        elif mmap:
-            data = np.memmap(f, dtype=np.uint8, mode="c", offset=data_start, shape=(data_size,))
-        else:
-            data = np.empty(data_size, dtype=np.uint8)
-            f.seek(data_start)
-            if f.readinto(memoryview(data)) != data_size:
-                raise ValueError(f"{path}: file shrank while reading the tensor data")
-
-    dtypes = _reader_dtypes()
-    tensors = {}
-    for begin, end, name, code, shape in entries:
-        array = data[begin:end].view(dtypes[code]).reshape(shape)
-        if code == "BF16":
-            array = _bfloat16_from_bits(array, bf16_as_float32)
-        # Plain ndarray views of the memmap: np.memmap subclasses behave oddly in arithmetic.
-        tensors[name] = array.view(np.ndarray) if isinstance(array, np.memmap) else array
-    return tensors
+    _, records = plan_safetensors(path, mmap=mmap, bf16_as_float32=bf16_as_float32)
+    return {name: record.read() for name, record in records.items()}
 
 
 def _dtype_code(name, array):
@@ -277,18 +353,19 @@ def _dtype_code(name, array):
     return code
 
 
-def _little_endian_bytes(array):
-    """A C-contiguous little-endian uint8 view of ``array`` (copies only when needed)."""
-    little = array.dtype.newbyteorder("<")
-    array = np.ascontiguousarray(array, dtype=little)
-    return array.reshape(-1).view(np.uint8)
+def _contiguous_little_endian(array):
+    """``array`` C-contiguous in little-endian order (copies only when needed): the library's numpy
+    writer takes each array's data pointer as is, so strided views must be made dense first."""
+    if array.dtype.byteorder == ">" or (array.dtype.byteorder == "=" and np.little_endian is False):
+        array = array.astype(array.dtype.newbyteorder("<"))
+    return array if array.flags.c_contiguous else array.copy(order="C")  # (ascontiguousarray makes 0-D 1-D)
 
 
 def write_safetensors(path, tensors, metadata=DEFAULT_METADATA):
-    """Write tensors to a safetensors file, byte-identical to the reference library's output.
+    """Write tensors to a safetensors file with ``safetensors.numpy.save_file``, atomically.
 
-    The write is atomic: the file appears under ``path`` only once complete (see
-    :func:`hubert_tf.checkpoints.formats.atomic.atomic_write`).
+    The file appears under ``path`` only once complete (see :func:`hubert_tf.files.atomic_files`);
+    the bytes are the library's, so other safetensors readers load it.
 
     Args:
         path: str or os.PathLike. Destination ``.safetensors`` file.
@@ -311,39 +388,33 @@ def write_safetensors(path, tensors, metadata=DEFAULT_METADATA):
     >>> read_safetensors_metadata(path)
     {}
     """
+    path = os.fspath(path)
+    directory, filename = os.path.split(os.path.abspath(path))
+    with atomic_files(directory) as files:
+        write_safetensors_to(files.path(filename), tensors, metadata)
+
+
+def write_safetensors_to(path, tensors, metadata=DEFAULT_METADATA):
+    """:func:`write_safetensors` without the atomic rename: for a path already staged by
+    :func:`hubert_tf.files.atomic_files` (checks first, so bad input writes nothing)."""
+    import safetensors.numpy
+
     if metadata is not None:
         if not hasattr(metadata, "items") or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
         ):
             raise ValueError(f"metadata must map strings to strings, got {metadata!r}")
         metadata = dict(metadata)
-
-    prepared = []
+    prepared = {}
     for name, value in tensors.items():
         if not isinstance(name, str):
             raise ValueError(f"tensor names must be strings, got {name!r}")
         if name == "__metadata__":
             raise ValueError("'__metadata__' is reserved and cannot name a tensor")
         array = np.asarray(value)
-        prepared.append((name, _dtype_code(name, array), array))
-    # Largest alignment first, then by name: keeps every tensor aligned in the file.
-    prepared.sort(key=lambda item: (-_WRITE_ORDER[item[1]], item[0]))
-
-    header = {}
-    if metadata is not None:
-        header["__metadata__"] = metadata
-    offset = 0
-    for name, code, array in prepared:
-        nbytes = array.size * array.dtype.itemsize
-        header[name] = {"dtype": code, "shape": list(array.shape), "data_offsets": [offset, offset + nbytes]}
-        offset += nbytes
-    # Compact JSON with raw UTF-8, as serde_json writes it; padded with spaces to 8 bytes.
-    header_bytes = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    header_bytes += b" " * (-len(header_bytes) % 8)
-
-    with atomic_write(path, "wb") as f:
-        f.write(struct.pack("<Q", len(header_bytes)))
-        f.write(header_bytes)
-        for _, _, array in prepared:
-            if array.size:
-                f.write(memoryview(_little_endian_bytes(array)))
+        _dtype_code(name, array)
+        prepared[name] = _contiguous_little_endian(array)
+    try:
+        safetensors.numpy.save_file(prepared, path, metadata=metadata)
+    except safetensors.SafetensorError as exc:  # pragma: no cover - the checks above come first
+        raise ValueError(f"{path}: safetensors could not write the tensors ({exc})") from None

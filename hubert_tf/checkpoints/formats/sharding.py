@@ -6,8 +6,11 @@ An index (``model.safetensors.index.json``, ``pytorch_model.bin.index.json``) is
 
 Shards are named ``model-00001-of-00003.safetensors`` and filled in the tensors' order, a new
 shard starting whenever the next tensor would push the current one past ``max_shard_size``
-(a single tensor larger than that gets a shard of its own), exactly like
-``huggingface_hub.split_state_dict_into_shards_factory`` that transformers uses.
+(a single tensor larger than that gets a shard of its own): the split is
+``huggingface_hub.split_state_dict_into_shards_factory``, the one transformers uses.
+
+Shard names are checked twice: lexically (no absolute paths, no ``..``) and, once the files
+exist, by their real paths (symlinks resolved), which must stay inside the checkpoint directory.
 """
 
 import json
@@ -16,15 +19,16 @@ import os
 import posixpath
 import re
 
-from hubert_tf.checkpoints.formats.atomic import atomic_write
+from hubert_tf.files import atomic_write, read_json
 
 __all__ = [
-    "build_index",
     "index_to_json",
     "parse_size",
     "read_index",
-    "shard_filenames",
+    "checkpoint_root",
+    "require_inside",
     "split_into_shards",
+    "split_state_dict",
     "write_index",
 ]
 
@@ -74,6 +78,40 @@ def parse_size(size):
     return value
 
 
+def split_state_dict(tensors, max_shard_size="5GB", pattern=DEFAULT_PATTERN):
+    """Split tensors into named shards with ``huggingface_hub.split_state_dict_into_shards_factory``.
+
+    Args:
+        tensors: Mapping[str, np.ndarray]. Name -> tensor (anything with ``nbytes``), in saving order.
+        max_shard_size: int or str. See :func:`parse_size`. Defaults to ``"5GB"``.
+        pattern: str. File name pattern with ``{suffix}``. Defaults to ``"model{suffix}.safetensors"``.
+
+    Returns:
+        tuple ``(shards, index)``: ``shards`` is a list of ``(file name, {name: tensor})``, at least
+        one; ``index`` is the dict transformers writes beside several shards (``{"metadata":
+        {"total_size": ...}, "weight_map": {...}}``), or None for a single file.
+
+    Example:
+
+    >>> import numpy as np
+    >>> shards, index = split_state_dict({"a": np.zeros(600, np.uint8), "b": np.zeros(600, np.uint8)}, "1KB")
+    >>> [name for name, _ in shards], index["metadata"]
+    (['model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors'], {'total_size': 1200})
+    """
+    from huggingface_hub import split_state_dict_into_shards_factory
+
+    split = split_state_dict_into_shards_factory(
+        dict(tensors), get_storage_size=lambda tensor: int(tensor.nbytes),
+        filename_pattern=pattern, max_shard_size=parse_size(max_shard_size),
+    )
+    shards = [(name, {key: tensors[key] for key in keys}) for name, keys in split.filename_to_tensors.items()]
+    if not shards:  # no tensors at all: one empty file, as transformers writes
+        return [(pattern.format(suffix=""), {})], None
+    if not split.is_sharded:
+        return shards, None
+    return shards, {"metadata": dict(split.metadata), "weight_map": dict(split.tensor_to_filename)}
+
+
 def split_into_shards(tensors, max_shard_size="5GB"):
     """Group tensors into shards of at most ``max_shard_size`` bytes, keeping their order.
 
@@ -82,8 +120,8 @@ def split_into_shards(tensors, max_shard_size="5GB"):
         max_shard_size: int or str. See :func:`parse_size`. Defaults to ``"5GB"``.
 
     Returns:
-        list[dict[str, np.ndarray]]. The shards in order; at least one (empty input gives one
-        empty shard). A tensor larger than ``max_shard_size`` is alone in its shard.
+        list[dict[str, np.ndarray]]. The shards in order (see :func:`split_state_dict`); at least one
+        (empty input gives one empty shard). A tensor larger than ``max_shard_size`` is alone in its shard.
 
     Example:
 
@@ -93,71 +131,7 @@ def split_into_shards(tensors, max_shard_size="5GB"):
     >>> [list(s) for s in shards]
     [['a'], ['b', 'c']]
     """
-    limit = parse_size(max_shard_size)
-    shards, current, current_size = [], {}, 0
-    for name, tensor in tensors.items():
-        size = int(tensor.nbytes)
-        if size > limit:
-            shards.append({name: tensor})
-            continue
-        if current and current_size + size > limit:
-            shards.append(current)
-            current, current_size = {}, 0
-        current[name] = tensor
-        current_size += size
-    if current or not shards:
-        shards.append(current)
-    return shards
-
-
-def shard_filenames(count, pattern=DEFAULT_PATTERN):
-    """Names for ``count`` shards: ``model.safetensors`` alone, else ``model-00001-of-00003.safetensors``...
-
-    Args:
-        count: int. Number of shards (>= 1).
-        pattern: str. A name with a ``{suffix}`` field, e.g. ``"pytorch_model{suffix}.bin"``.
-            Defaults to ``"model{suffix}.safetensors"``.
-
-    Returns:
-        list[str].
-
-    Example:
-
-    >>> shard_filenames(2)
-    ['model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors']
-    """
-    if count < 1:
-        raise ValueError(f"need at least one shard, got {count}")
-    if count == 1:
-        return [pattern.format(suffix="")]
-    return [pattern.format(suffix=f"-{i + 1:05d}-of-{count:05d}") for i in range(count)]
-
-
-def build_index(shards, filenames=None, metadata=None):
-    """Build the index dict transformers writes beside sharded weights.
-
-    Args:
-        shards: list[Mapping[str, np.ndarray]]. As returned by :func:`split_into_shards`.
-        filenames: list[str] or None. One per shard; defaults to :func:`shard_filenames`.
-        metadata: Mapping or None. Extra metadata entries (transformers 5 adds
-            ``"total_parameters"``). Defaults to none.
-
-    Returns:
-        dict. ``{"metadata": {"total_size": <bytes of all tensors>, ...}, "weight_map":
-        {name: filename}}``.
-    """
-    if filenames is None:
-        filenames = shard_filenames(len(shards))
-    if len(filenames) != len(shards):
-        raise ValueError(f"{len(shards)} shards but {len(filenames)} file names")
-    weight_map, total_size = {}, 0
-    for shard, filename in zip(shards, filenames):
-        for name, tensor in shard.items():
-            if name in weight_map:
-                raise ValueError(f"tensor {name!r} is in two shards")
-            weight_map[name] = filename
-            total_size += int(tensor.nbytes)
-    return {"metadata": {**(metadata or {}), "total_size": total_size}, "weight_map": weight_map}
+    return [shard for _, shard in split_state_dict(tensors, max_shard_size)[0]]
 
 
 def index_to_json(index):
@@ -171,6 +145,41 @@ def write_index(path, index):
         f.write(index_to_json(index))
 
 
+def checkpoint_root(directory):
+    """The directory a checkpoint's files must really live in: ``directory`` itself, or for a hub cache
+    snapshot (``<repo>/snapshots/<revision>``, whose files are symlinks into ``<repo>/blobs``) the repo folder.
+
+    Example:
+
+    >>> checkpoint_root("/cache/models--facebook--hubert-base-ls960/snapshots/abc123")
+    '/cache/models--facebook--hubert-base-ls960'
+    """
+    directory = os.path.abspath(directory)
+    parent = os.path.dirname(directory)
+    if os.path.basename(parent) == "snapshots":
+        return os.path.dirname(parent)
+    return directory
+
+
+def require_inside(path, root, what):
+    """Raise ValueError unless the real path of ``path`` (symlinks resolved) is inside ``root``'s real path.
+
+    Args:
+        path: str. A file of the checkpoint.
+        root: str. Its checkpoint directory (see :func:`checkpoint_root`).
+        what: str. Named first in the error (e.g. the index file).
+
+    Example:
+
+    >>> require_inside("/etc/passwd", "/tmp", "model.safetensors.index.json")
+    Traceback (most recent call last):
+    ValueError: model.safetensors.index.json: refusing /etc/passwd: it resolves to /etc/passwd, outside the checkpoint directory /tmp
+    """
+    real, base = os.path.realpath(path), os.path.realpath(root)
+    if os.path.commonpath([base, real]) != base or real == base:
+        raise ValueError(f"{what}: refusing {path}: it resolves to {real}, outside the checkpoint directory {base}")
+
+
 def _unsafe_shard_name(name, directory):
     """Return why ``name`` must not be opened as a shard next to the index, or None."""
     if not name or "\x00" in name:
@@ -180,7 +189,7 @@ def _unsafe_shard_name(name, directory):
     parts = re.split(r"[\\/]", name)
     if ".." in parts:
         return "contains '..'"
-    # Lexical check (no symlink resolution): hub cache snapshots are symlinks into blobs/.
+    # Lexical check first; real paths are checked by require_inside once the files exist.
     base = os.path.normpath(os.path.abspath(directory))
     target = os.path.normpath(os.path.join(base, name))
     if os.path.commonpath([base, target]) != base or target == base:
@@ -205,16 +214,15 @@ def read_index(index_path, check_files=True):
     Raises:
         OSError: the index cannot be read.
         ValueError: the index is not valid JSON or lacks a ``weight_map``; a shard name is
-            absolute, contains ``..`` or otherwise resolves outside the index's directory
-            (symlinks are not followed for this check, so hub-cache symlinks are fine).
+            absolute, contains ``..`` or otherwise resolves outside the index's directory.
+            With ``check_files``, a shard whose real path (symlinks resolved) is outside the
+            checkpoint directory (a hub cache snapshot's repo folder counts as inside).
         FileNotFoundError: with ``check_files``, shards are missing (all of them are listed).
     """
     index_path = os.fspath(index_path)
-    with open(index_path, "rb") as f:
-        raw = f.read()
     try:
-        index = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        index = read_json(index_path)
+    except ValueError as exc:
         raise ValueError(f"{index_path}: not a valid JSON index ({exc})") from None
     if not isinstance(index, dict) or not isinstance(index.get("weight_map"), dict):
         raise ValueError(f"{index_path}: index has no 'weight_map' object")
@@ -236,4 +244,7 @@ def read_index(index_path, check_files=True):
         missing = sorted({s for s in weight_map.values() if not os.path.isfile(os.path.join(directory, s))})
         if missing:
             raise FileNotFoundError(f"{index_path}: {len(missing)} shard file(s) missing: {', '.join(missing)}")
+        root = checkpoint_root(directory)
+        for shard in sorted(set(weight_map.values())):
+            require_inside(os.path.join(directory, shard), root, index_path)
     return weight_map, metadata

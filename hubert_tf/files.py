@@ -1,4 +1,6 @@
-"""Crash-safe file writes: a failure mid-save never leaves a half-written file under a final name.
+"""Files the library reads and writes: crash-safe writes and bounded JSON.
+
+Writes: a failure mid-save never leaves a half-written file under a final name.
 
 Every file is written to a temporary sibling (same directory, so the final rename stays on one
 file system), flushed and fsync'ed, and only then moved over the final name with
@@ -7,10 +9,87 @@ removed and whatever file had the final name before is left untouched.
 """
 
 import contextlib
+import json
 import os
 import secrets
 
-__all__ = ["atomic_write", "atomic_files", "AtomicFileSet"]
+__all__ = ["atomic_write", "atomic_files", "AtomicFileSet", "read_json", "loads_json", "MAX_JSON_DEPTH",
+           "MAX_JSON_BYTES"]
+
+# JSON the library reads (config.json, vocab.json, preprocessor_config.json, index files, headers) is
+# never legitimately nested deeper than a handful of levels; Python's parser recurses per level, so a
+# hostile file could otherwise raise RecursionError (or worse, in C) instead of a ValueError.
+MAX_JSON_DEPTH = 64
+# No config, vocabulary or index of a real checkpoint comes near this (the largest vocab.json of the
+# MMS models is ~2 MB); reading more would be a memory bomb.
+MAX_JSON_BYTES = 64 * 1024 * 1024
+
+
+_JSON_STRING = None
+
+
+def _json_depth_ok(text: str, limit: int) -> bool:
+    """True when brackets outside strings never nest deeper than `limit` (regex + cumsum, no recursion,
+    linear in the text)."""
+    global _JSON_STRING
+    import re
+
+    import numpy as np
+
+    if _JSON_STRING is None:
+        _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+    if text.count("[") + text.count("{") <= limit:
+        return True
+    structure = _JSON_STRING.sub("", text).encode("utf-8", "surrogatepass")
+    codes = np.frombuffer(structure, np.uint8)
+    steps = (np.isin(codes, (ord("["), ord("{"))).astype(np.int32)
+             - np.isin(codes, (ord("]"), ord("}"))).astype(np.int32))
+    return not steps.size or int(np.cumsum(steps).max()) <= limit
+
+
+def loads_json(text, source: str, *, max_depth: int = MAX_JSON_DEPTH, object_pairs_hook=None):
+    """Parses JSON text (str or bytes) from `source` (named in every error).
+
+    Raises:
+        ValueError: "<source>: ..." for invalid UTF-8, invalid JSON or nesting deeper than `max_depth`.
+    """
+    if isinstance(text, (bytes, bytearray)):
+        try:
+            text = bytes(text).decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{source}: not UTF-8 text ({error})") from None
+    if not _json_depth_ok(text, max_depth):
+        raise ValueError(f"{source}: JSON nested deeper than {max_depth} levels")
+    try:
+        return json.loads(text, object_pairs_hook=object_pairs_hook)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{source}: invalid JSON ({error})") from None
+    except RecursionError:  # pragma: no cover - the depth check comes first
+        raise ValueError(f"{source}: JSON nested too deeply") from None
+
+
+def read_json(path, *, max_bytes: int = MAX_JSON_BYTES, max_depth: int = MAX_JSON_DEPTH, object_pairs_hook=None):
+    """Reads a JSON file of at most `max_bytes`, nested at most `max_depth` deep.
+
+    Raises:
+        OSError: the file cannot be read.
+        ValueError: "<path>: ..." when it is too large, not UTF-8, not JSON or nested too deeply.
+
+    Example:
+
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "config.json")
+    >>> with atomic_write(path, "w") as f:
+    ...     _ = f.write('{"a": [1, 2]}')
+    >>> read_json(path)
+    {'a': [1, 2]}
+    """
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ValueError(f"{path}: larger than {max_bytes} bytes, not a JSON file this library reads")
+    return loads_json(data, path, max_depth=max_depth, object_pairs_hook=object_pairs_hook)
 
 _TEXT_MODES = ("w", "wt")
 _BINARY_MODES = ("wb",)
