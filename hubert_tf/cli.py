@@ -7,36 +7,71 @@ shows the traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
-import time
 
-from .pipelines import DEFAULT_ASR_MODEL
+from . import __version__
+from .configuration import DEFAULT_ASR_MODEL, DEFAULT_FEATURES_MODEL
+
+# Nothing above imports TensorFlow, numpy or tqdm: `hubert-tf --help` and `--version` stay fast. Every
+# command imports what it needs when it runs.
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 
 
-class Progress:
-    """A one-line progress bar on stderr (only on a terminal, and not with --quiet)."""
+def _stderr_is_terminal() -> bool:
+    return sys.stderr.isatty()
 
-    def __init__(self, total: int, label: str, enabled: bool):
-        self.total, self.done, self.label = max(total, 1), 0, label
-        self.enabled = enabled and sys.stderr.isatty()
-        self.start = time.monotonic()
+
+class SampleProgress:
+    """The `progress(n)` callable the pipelines call after each batch with the samples it processed,
+    counting into a tqdm bar on stderr.
+
+    Overlapping chunks make the pipelines process a few more samples than the recordings hold: the
+    bar's total then grows with the count, so it ends at exactly 100 % and never passes it.
+    """
+
+    def __init__(self, bar):
+        self.bar, self.done = bar, 0
 
     def __call__(self, amount: int) -> None:
+        amount = int(amount)
         self.done += amount
-        if self.enabled:
-            frac = min(self.done / self.total, 1.0)
-            bar = "#" * int(30 * frac)
-            sys.stderr.write(f"\r{self.label} [{bar:<30}] {100 * frac:5.1f}% {time.monotonic() - self.start:6.1f}s")
-            sys.stderr.flush()
+        if self.done > self.bar.total:
+            self.bar.total = self.done
+        self.bar.update(amount)
 
-    def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\n")
+
+@contextlib.contextmanager
+def progress_bar(total: int, label: str, enabled: bool = True):
+    """A tqdm progress bar on stderr counting audio samples; yields its `SampleProgress`.
+
+    The bar is shown only on a terminal and when `enabled` (not `--quiet`); the count is kept either way.
+
+    Args:
+        total: int. Samples expected (the loaded recordings' total).
+        label: str. Text before the bar.
+        enabled: bool. False hides the bar. Defaults to True.
+
+    Example:
+
+    >>> with progress_bar(32000, "transcribing", enabled=False) as progress:
+    ...     progress(16000)
+    ...     progress(20000)
+    >>> progress.done, progress.bar.total
+    (36000, 36000)
+    """
+    from tqdm import tqdm  # imported here: `hubert-tf --help` needs no tqdm
+
+    bar = tqdm(total=max(int(total), 1), desc=label, unit="sample", unit_scale=True, file=sys.stderr,
+               disable=not (enabled and _stderr_is_terminal()), dynamic_ncols=True)
+    try:
+        yield SampleProgress(bar)
+    finally:
+        bar.close()
 
 
 def _audio_files(paths):
@@ -87,7 +122,8 @@ def format_transcript(result, fmt: str, path: str) -> str:
         return "".join(f"{i}\n{_timestamp(a, ',')} --> {_timestamp(b, ',')}\n{text}\n\n"
                        for i, (a, b, text) in enumerate(cues, 1))
     if fmt == "vtt":
-        return "WEBVTT\n\n" + "".join(f"{_timestamp(a, '.')} --> {_timestamp(b, '.')}\n{text}\n\n" for a, b, text in cues)
+        return "WEBVTT\n\n" + "".join(f"{_timestamp(a, '.')} --> {_timestamp(b, '.')}\n{text}\n\n"
+                                      for a, b, text in cues)
     raise ValueError(f"unknown format {fmt!r}")
 
 
@@ -104,13 +140,10 @@ def cmd_transcribe(args) -> int:
     model, processor = load_model_and_processor(args.model)
     audios = _load_audio_files(args.files, processor.feature_extractor.sampling_rate)
     rate = processor.feature_extractor.sampling_rate
-    progress = Progress(sum(a.size for a in audios), "transcribing", not args.quiet)
-    try:
+    with progress_bar(sum(a.size for a in audios), "transcribing", not args.quiet) as progress:
         results = transcribe([(a, rate) for a in audios], model, processor=processor,
                              chunk_length_s=args.chunk_length_s, batch_size=args.batch_size,
                              return_timestamps=timestamps, progress=progress)
-    finally:
-        progress.close()
     texts = [format_transcript(r, args.format, p) for r, p in zip(results, args.files)]
     if args.output and args.format in ("srt", "vtt") and len(texts) > 1:
         os.makedirs(args.output, exist_ok=True)
@@ -135,12 +168,9 @@ def cmd_features(args) -> int:
     model, fe = _resolve(args.model, None, TFHubertModel, HubertFeatureExtractor, processor_required=False)
     rate = getattr(fe, "sampling_rate", 16000)
     audios = _load_audio_files(args.files, rate)
-    progress = Progress(sum(a.size for a in audios), "features", not args.quiet)
-    try:
+    with progress_bar(sum(a.size for a in audios), "features", not args.quiet) as progress:
         features = extract_features([(a, rate) for a in audios], model, processor=fe, layer=args.layer,
                                     batch_size=args.batch_size, progress=progress)
-    finally:
-        progress.close()
     output = args.output
     if output is None or not output.endswith((".h5", ".hdf5")):
         out_dir = output or "."
@@ -148,7 +178,7 @@ def cmd_features(args) -> int:
         for path, array in zip(args.files, features):
             stem = os.path.splitext(os.path.basename(path))[0]
             target = os.path.join(out_dir, f"{stem}.layer{args.layer}.npy")
-            from .checkpoints.formats.atomic import atomic_write
+            from .files import atomic_write
 
             with atomic_write(target, "wb") as f:
                 np.save(f, array)
@@ -156,7 +186,7 @@ def cmd_features(args) -> int:
         return 0
     import h5py
 
-    from .checkpoints.formats.atomic import atomic_files
+    from .files import atomic_files
 
     directory, name = os.path.split(os.path.abspath(output))
     with atomic_files(directory) as files:
@@ -177,11 +207,15 @@ def cmd_export(args) -> int:
     if args.format == "tflite":
         path = args.out_dir if args.out_dir.endswith(".tflite") else os.path.join(args.out_dir, "model.tflite")
         written = export_model(model, path, format="tflite", quantize=args.quantize)
+    elif args.format == "onnx":
+        path = args.out_dir if args.out_dir.endswith(".onnx") else os.path.join(args.out_dir, "model.onnx")
+        written = export_model(model, path, format="onnx")
     else:
         # With the model's tokenizer files, the export also gets the audio-to-text signatures.
         has_tokenizer = resolve_file(args.model, "vocab.json", required=False) is not None
         written = export_model(model, args.out_dir, format="saved_model", version=args.version,
-                               processor=args.model if has_tokenizer else None, overwrite=args.overwrite)
+                               processor=args.model if has_tokenizer else None, overwrite=args.overwrite,
+                               warmup=args.warmup)
     print(written)
     return 0
 
@@ -227,7 +261,7 @@ def cmd_info(args) -> int:
 
 
 def _write_text(path, text):
-    from .checkpoints.formats.atomic import atomic_write
+    from .files import atomic_write
 
     with atomic_write(path, "w") as f:
         f.write(text)
@@ -241,8 +275,29 @@ def _emit(text, output):
 
 
 # ----------------------------------------------------------------------------------------- parser
-def build_parser() -> argparse.ArgumentParser:
+def _command_of(argv) -> str | None:
+    """The command word of `argv` (the first argument that is not an option; the options before a
+    command take no values)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def _add_bench_parser(sub, command):
+    """Mounts `bench`. The benchmark module (which imports Unix-only `resource`) is imported only when
+    the command line asks for `bench`; otherwise a placeholder lists it in `--help`."""
+    if command == "bench":
+        from .benchmark import add_bench_parser
+
+        add_bench_parser(sub)
+    else:
+        sub.add_parser("bench", help="speed on this machine (ms/call, GFLOP/s, vs PyTorch)")
+
+
+def build_parser(argv=None) -> argparse.ArgumentParser:
+    """The `hubert-tf` argument parser; `argv` (default `sys.argv[1:]`) only decides whether the
+    `bench` command's full parser is built."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(prog="hubert-tf", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"hubert-tf {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     # The same flags after the command name (`hubert-tf transcribe f.wav --quiet`).
@@ -264,37 +319,39 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("features", help="hidden states of one layer, per file", parents=[common])
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--layer", type=int, required=True, help="index into hidden_states (0 = encoder input)")
-    p.add_argument("--model", default="facebook/hubert-base-ls960")
+    p.add_argument("--model", default=DEFAULT_FEATURES_MODEL,
+                   help=f"hub id or directory (default {DEFAULT_FEATURES_MODEL})")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--output", "-o", help="a directory for one .npy per file, or a .h5 file for all")
     p.set_defaults(func=cmd_features)
 
-    p = sub.add_parser("export", help="SavedModel (TF Serving) or TFLite", parents=[common])
+    p = sub.add_parser("export", help="SavedModel (TF Serving), TFLite or ONNX", parents=[common])
     p.add_argument("model", metavar="MODEL")
     p.add_argument("out_dir", metavar="OUT_DIR")
-    p.add_argument("--format", choices=["saved_model", "tflite"], default="saved_model")
+    p.add_argument("--format", choices=["saved_model", "tflite", "onnx"], default="saved_model",
+                   help="onnx needs pip install \"hubert_tf[onnx]\"")
     p.add_argument("--quantize", choices=["dynamic"], default=None, help="TFLite dynamic-range quantisation")
     p.add_argument("--version", type=int, default=None, help="write OUT_DIR/VERSION/ (TF Serving layout)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing SavedModel")
+    p.add_argument("--warmup", action="store_true",
+                   help="write TF Serving warm-up requests (needs pip install \"hubert_tf[serving]\")")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("info", help="config summary, parameter count, files found", parents=[common])
     p.add_argument("model", metavar="MODEL")
     p.set_defaults(func=cmd_info)
 
-    for optional in ("hubert_tf.benchmark:add_bench_parser", "hubert_tf.units:add_units_parser"):
-        module, function = optional.split(":")
-        try:
-            mod = __import__(module, fromlist=[function])
-        except ImportError:
-            continue
-        if hasattr(mod, function):
-            getattr(mod, function)(sub)
+    _add_bench_parser(sub, _command_of(argv))
+    from .units.cli import add_units_parser  # argparse only: no TensorFlow
+
+    add_units_parser(sub)
     return parser
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
+    """Runs `hubert-tf` on `argv` (default `sys.argv[1:]`); returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         return args.func(args) or 0

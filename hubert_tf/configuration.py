@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import math
+import numbers
 import operator
 import os
 from typing import Any
@@ -12,6 +14,10 @@ from typing import Any
 from .activations import ACTIVATION_NAMES
 
 CONFIG_NAME = "config.json"
+# The checkpoints `transcribe` / `extract_features` and the `hubert-tf` commands use when given no model
+# (defined here, in a module without TensorFlow, so `hubert-tf --help` can show them).
+DEFAULT_ASR_MODEL = "facebook/hubert-large-ls960-ft"
+DEFAULT_FEATURES_MODEL = "facebook/hubert-base-ls960"
 
 # Fields of the reference config, in its order, with its defaults.
 _DEFAULTS: dict[str, Any] = {
@@ -71,6 +77,148 @@ _TUPLES = ("conv_dim", "conv_stride", "conv_kernel")
 _DERIVED = ("num_feat_extract_layers",)
 _CTC_REDUCTIONS = ("sum", "mean")
 _FEAT_EXTRACT_NORMS = ("group", "layer")
+_BOOLEANS = tuple(key for key, value in _DEFAULTS.items() if isinstance(value, bool))
+_STRINGS = ("hidden_act", "feat_extract_norm", "feat_extract_activation", "ctc_loss_reduction")
+_OPTIONAL_TOKEN_IDS = ("pad_token_id", "bos_token_id", "eos_token_id")
+
+# Size limits. A config file is small and untrusted: without limits `num_hidden_layers: 100000` or a
+# million-entry `conv_dim` builds for hours, and a huge `num_labels` fills memory before any weight is
+# read. Each limit is far above the largest real model (hubert-xlarge and MMS-1b: 48 layers, hidden 1280,
+# ffn 5120, 7 convs of 512 channels, positional kernel 128, ~1e9 parameters).
+# Integer fields: name -> (smallest, largest) allowed value.
+_INT_RANGES = {
+    "vocab_size": (1, 1 << 20),
+    "hidden_size": (1, 16384),
+    "num_hidden_layers": (0, 256),
+    "num_attention_heads": (1, 1024),
+    "intermediate_size": (1, 65536),
+    "num_conv_pos_embeddings": (1, 4096),
+    "num_conv_pos_embedding_groups": (1, 16384),
+    "mask_time_length": (1, 1 << 20),
+    "mask_time_min_masks": (0, 1 << 20),
+    "mask_feature_length": (1, 1 << 20),
+    "mask_feature_min_masks": (0, 1 << 20),
+    "classifier_proj_size": (1, 65536),
+}
+_TUPLE_RANGES = {"conv_dim": (1, 16384), "conv_stride": (1, 1024), "conv_kernel": (1, 1024)}
+MAX_CONV_LAYERS = 32  # len(conv_dim); real models have 7
+MAX_LABELS = 1 << 20  # num_labels / entries of id2label
+MAX_PARAMETERS = 4_000_000_000  # estimated trainable parameters (16 GB of float32); 4x the largest real model
+MAX_EXTRA_DEPTH = 32  # nesting of unknown keys' values (hub extras are at most 2 levels deep)
+_REPR_LIMIT = 80  # characters of a bad value quoted in an error message
+
+
+def _short(value: Any) -> str:
+    """repr(value), cut to one short line (a million-entry conv_dim must not become the message)."""
+    if isinstance(value, (list, tuple, dict)) and len(value) > 16:
+        text = f"{type(value).__name__} of {len(value)} entries"
+    else:
+        text = repr(value)
+    text = " ".join(text.split())
+    return text if len(text) <= _REPR_LIMIT else text[: _REPR_LIMIT - 3] + "..."
+
+
+def _described(value: Any) -> str:
+    return f"{_short(value)} (of type {type(value).__name__})"
+
+
+def _as_int(name: str, value: Any) -> int:
+    """An int from an int-like value (numpy integers included); bools, floats and strings refused."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an integer, got {_described(value)}")
+    return operator.index(value)
+
+
+def _as_bool(name: str, value: Any) -> bool:
+    """A bool from True/False (numpy bools included); the strings "true"/"false", 0/1 and None refused,
+    since any non-empty string is truthy and would silently select another architecture."""
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return bool(value)
+    raise ValueError(f"{name} must be true or false (a JSON boolean), got {_described(value)}")
+
+
+def _as_float(name: str, value: Any) -> float:
+    """A finite float from a real number; bools, strings, NaN and infinities refused."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a number, got {_described(value)}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return value
+
+
+def _check_json_data(name: str, value: Any) -> None:
+    """Unknown keys are written back by `save_pretrained`: they must be JSON data nested at most
+    MAX_EXTRA_DEPTH deep. Walked with an explicit stack (no recursion on attacker-controlled depth)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_EXTRA_DEPTH:
+            raise ValueError(f"config field {name!r} is nested deeper than {MAX_EXTRA_DEPTH} levels")
+        if isinstance(item, dict):
+            for key, child in item.items():
+                if not isinstance(key, (str, int, float, bool)) and key is not None:
+                    raise ValueError(f"config field {name!r} has a key of type {type(key).__name__}, not JSON data")
+                stack.append((child, depth + 1))
+        elif isinstance(item, (list, tuple)):
+            stack.extend((child, depth + 1) for child in item)
+        elif item is not None and type(item) not in (str, bool, int, float):
+            raise ValueError(f"config field {name!r} holds a {type(item).__name__}, not JSON data "
+                             "(str, number, bool, None, list or dict)")
+
+
+def _coerce(key: str, value: Any) -> Any:
+    """A reference field's value in its Python type, or ValueError naming the field and the value."""
+    if key in _TUPLES:
+        if type(value).__name__ == "ndarray" and value.ndim == 1:
+            value = value.tolist()  # without importing numpy here
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{key} must be a list of integers, got {_described(value)}")
+        if len(value) > MAX_CONV_LAYERS:
+            raise ValueError(f"{key} has {len(value)} entries, more than the limit of {MAX_CONV_LAYERS} conv layers")
+        return tuple(_as_int(key, v) for v in value)
+    if key in _BOOLEANS:
+        return _as_bool(key, value)
+    if key in _INT_RANGES:
+        return _as_int(key, value)
+    if key in _OPTIONAL_TOKEN_IDS:
+        return None if value is None else _as_int(key, value)
+    if key in _STRINGS:
+        if not isinstance(value, str):
+            raise ValueError(f"{key} must be a string, got {_described(value)}")
+        return value
+    return _as_float(key, value)  # every other reference field is a float
+
+
+def _check_label_mapping(name: str, value: Any, what: str) -> None:
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be a mapping of {what}, got {_described(value)}")
+    if len(value) > MAX_LABELS:
+        raise ValueError(f"{name} has {len(value)} entries, more than the limit of {MAX_LABELS}")
+
+
+def _id2label(value: Any) -> dict[int, str]:
+    _check_label_mapping("id2label", value, "class ids to names")
+    out = {}
+    for key, name in value.items():
+        try:
+            index = int(key) if isinstance(key, str) else _as_int("id2label", key)
+        except ValueError:
+            raise ValueError(f"id2label keys must be integers, got {_short(key)}") from None
+        if not isinstance(name, str):
+            raise ValueError(f"id2label values must be strings, got {_described(name)} for id {index}")
+        out[index] = name
+    return out
+
+
+def _label2id(value: Any) -> dict[str, int]:
+    _check_label_mapping("label2id", value, "names to class ids")
+    out = {}
+    for name, index in value.items():
+        if not isinstance(name, str):
+            raise ValueError(f"label2id keys must be strings, got {_described(name)}")
+        out[name] = _as_int(f"label2id[{_short(name)}]", index)
+    return out
 
 
 class HubertConfig:
@@ -130,20 +278,23 @@ class HubertConfig:
             kwargs.pop(key, None)
         kwargs.pop("model_type", None)
         for key, default in _DEFAULTS.items():
-            value = kwargs.pop(key, default)
-            if key in _TUPLES and value is not None:
-                value = tuple(value)
-            setattr(self, key, value)
+            setattr(self, key, _coerce(key, kwargs.pop(key, default)))
         id2label = kwargs.pop("id2label", None)
         label2id = kwargs.pop("label2id", None)
         num_labels = kwargs.pop("num_labels", None)
+        if num_labels is not None:
+            num_labels = _as_int("num_labels", num_labels)
+            if not 1 <= num_labels <= MAX_LABELS:
+                raise ValueError(f"num_labels must be in [1, {MAX_LABELS}], got {num_labels}")
         if id2label is None:
             id2label = {i: f"LABEL_{i}" for i in range(num_labels if num_labels is not None else 2)}
-        self.id2label = {int(k): v for k, v in id2label.items()}
-        self.label2id = dict(label2id) if label2id is not None else {v: k for k, v in self.id2label.items()}
+        self.id2label = _id2label(id2label)
+        self.label2id = _label2id(label2id) if label2id is not None else {v: k for k, v in self.id2label.items()}
         if num_labels is not None and num_labels != len(self.id2label):
             raise ValueError(f"num_labels={num_labels} does not match id2label with {len(self.id2label)} entries")
         # Unknown keys (hub extras such as `architectures`, fields of newer versions) are kept.
+        for key, value in kwargs.items():
+            _check_json_data(key, value)
         self._extra = dict(kwargs)
         for key, value in kwargs.items():
             setattr(self, key, value)
@@ -179,23 +330,27 @@ class HubertConfig:
 
     # ----------------------------------------------------------------------------------- checks
     def validate(self) -> None:
-        """Raises ValueError naming the first field that is invalid."""
+        """Raises a one-line ValueError naming the first field that is invalid (type, range, size limit
+        or consistency with the other fields); int-like values (numpy integers) become Python ints."""
+        for key in _DEFAULTS:  # types again: fields may have been assigned after construction
+            setattr(self, key, _coerce(key, getattr(self, key)))
         n = len(self.conv_dim)
+        if n < 1:
+            raise ValueError("conv_dim must have at least one entry (one per conv layer)")
         if len(self.conv_stride) != n or len(self.conv_kernel) != n:
             raise ValueError(
                 "conv_dim, conv_stride and conv_kernel must have the same length, got "
                 f"len(conv_dim)={n}, len(conv_stride)={len(self.conv_stride)}, "
                 f"len(conv_kernel)={len(self.conv_kernel)}"
             )
-        for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-                     "num_conv_pos_embeddings", "num_conv_pos_embedding_groups", "vocab_size"):
+        for name, (low, high) in _INT_RANGES.items():
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "num_hidden_layers" else 1):
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in _TUPLES:
+            if not low <= value <= high:
+                raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
+        for name, (low, high) in _TUPLE_RANGES.items():
             for value in getattr(self, name):
-                if not isinstance(value, int) or value < 1:
-                    raise ValueError(f"{name} must hold positive integers, got {getattr(self, name)!r}")
+                if not low <= value <= high:
+                    raise ValueError(f"{name} entries must be in [{low}, {high}], got {_short(getattr(self, name))}")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
@@ -206,22 +361,68 @@ class HubertConfig:
                 f"hidden_size ({self.hidden_size}) must be divisible by num_conv_pos_embedding_groups "
                 f"({self.num_conv_pos_embedding_groups})"
             )
-        if self.feat_extract_norm not in _FEAT_EXTRACT_NORMS:
-            raise ValueError(f"feat_extract_norm must be one of {_FEAT_EXTRACT_NORMS}, got {self.feat_extract_norm!r}")
-        if self.ctc_loss_reduction not in _CTC_REDUCTIONS:
-            raise ValueError(f"ctc_loss_reduction must be one of {_CTC_REDUCTIONS}, got {self.ctc_loss_reduction!r}")
+        for name, choices in (("feat_extract_norm", _FEAT_EXTRACT_NORMS), ("ctc_loss_reduction", _CTC_REDUCTIONS)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {choices}, got {_short(getattr(self, name))}")
         for name in ("hidden_act", "feat_extract_activation"):
             if getattr(self, name) not in ACTIVATION_NAMES:
-                raise ValueError(f"{name} {getattr(self, name)!r} is not supported; use one of {sorted(ACTIVATION_NAMES)}")
+                raise ValueError(f"{name} {_short(getattr(self, name))} is not supported; "
+                                 f"use one of {sorted(ACTIVATION_NAMES)}")
         for name in _PROBABILITIES:
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
+            if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
-        for name in ("mask_time_length", "mask_feature_length"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if not 0.0 < self.layer_norm_eps < 1.0:
+            # NaN or <= 0 gives NaN (or inf) from every layer norm of a model that otherwise loads.
+            raise ValueError(f"layer_norm_eps must be a small positive number in (0, 1), got {self.layer_norm_eps!r}")
+        if self.initializer_range < 0.0:
+            raise ValueError(f"initializer_range must be >= 0, got {self.initializer_range!r}")
         if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
             raise ValueError(f"pad_token_id ({self.pad_token_id}) must be in [0, vocab_size={self.vocab_size})")
+        for name in ("bos_token_id", "eos_token_id"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must be >= 0 or null, got {value}")
+        if len(self.id2label) > MAX_LABELS:
+            raise ValueError(f"id2label has {len(self.id2label)} entries, more than the limit of {MAX_LABELS}")
+        parameters = self.estimate_num_parameters()
+        if parameters > MAX_PARAMETERS:
+            raise ValueError(f"this config describes a model of about {parameters:.3g} parameters, more than the "
+                             f"limit of {MAX_PARAMETERS:.3g} (hidden_size={self.hidden_size}, num_hidden_layers="
+                             f"{self.num_hidden_layers}, intermediate_size={self.intermediate_size})")
+
+    def estimate_num_parameters(self) -> int:
+        """Trainable parameters of the largest model this config builds: the base model plus a CTC head
+        (`vocab_size`) and a classification head (`num_labels`), computed from the sizes alone.
+
+        Exact for `TFHubertModel` plus whichever head is used (the other head's term is the surplus).
+
+        Example:
+
+        >>> HubertConfig().estimate_num_parameters() - 24_608 - 197_378  # minus the two heads
+        94371712
+        """
+        h, ffn = self.hidden_size, self.intermediate_size
+        total, channels = 0, 1
+        for index, (out, kernel) in enumerate(zip(self.conv_dim, self.conv_kernel)):
+            total += kernel * channels * out + (out if self.conv_bias else 0)
+            if self.feat_extract_norm == "layer" or index == 0:
+                total += 2 * out  # layer norm of every conv, or the first conv's group norm
+            channels = out
+        total += (2 * channels if self.feat_proj_layer_norm else 0) + channels * h + h  # feature projection
+        if self.mask_time_prob > 0 or self.mask_feature_prob > 0:
+            total += h  # masked_spec_embed
+        kernel = self.num_conv_pos_embeddings
+        total += h * (h // self.num_conv_pos_embedding_groups) * kernel + h  # positional conv
+        total += 2 * h if self.conv_pos_batch_norm else kernel  # its batch norm, or weight norm's g
+        total += 2 * h  # encoder layer norm
+        total += self.num_hidden_layers * (4 * h * h + 2 * h * ffn + 9 * h + ffn)  # attention, ffn, 2 norms
+        total += h * self.vocab_size + self.vocab_size  # CTC head
+        labels, proj = len(self.id2label), self.classifier_proj_size
+        total += h * proj + proj + proj * labels + labels  # classification head
+        if self.use_weighted_layer_sum:
+            total += self.num_hidden_layers + 1
+        return int(total)
 
     # ----------------------------------------------------------------------------------- (de)serialisation
     def to_dict(self) -> dict[str, Any]:
@@ -249,16 +450,18 @@ class HubertConfig:
 
     @classmethod
     def from_json_file(cls, path: str | os.PathLike, **overrides: Any) -> "HubertConfig":
+        """Reads a `config.json` (size- and depth-limited by `hubert_tf.files.read_json`).
+
+        Raises:
+            OSError: the file cannot be read (or is a directory).
+            ValueError: "<path>: ..." for invalid JSON, a non-object, or an invalid field.
+        """
+        from .files import read_json
+
         path = os.fspath(path)
-        try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
-        except IsADirectoryError:
-            raise OSError(f"{path} is a directory, expected a config.json file") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+        if os.path.isdir(path):
+            raise OSError(f"{path} is a directory, expected a config.json file")
+        data = read_json(path)
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
         try:
@@ -289,7 +492,7 @@ class HubertConfig:
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> str:
         """Writes `config.json` into `save_directory` (created if needed); returns the file path."""
-        from .checkpoints.formats.atomic import atomic_write
+        from .files import atomic_write
 
         save_directory = os.fspath(save_directory)
         if os.path.isfile(save_directory):

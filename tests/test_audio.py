@@ -124,7 +124,7 @@ def test_file_without_samples_names_it(tmp_path):
         ((np.array([0.0, np.nan]), 16000), ValueError, "non-finite"),
         ((np.zeros(0), 16000), ValueError, "no audio samples"),
         ((np.zeros((2, 2, 2)), 16000), ValueError, "1-D or 2-D"),
-        ((np.zeros(10), 0), ValueError, "orig_rate"),
+        ((np.zeros(10), 0), ValueError, "sampling rate of audio array"),
         ((np.array(["a"]), 16000), ValueError, "numbers"),
         (np.zeros(10), TypeError, r"\(array, rate\)"),
         (b"", ValueError, "empty"),
@@ -145,3 +145,109 @@ def test_directory_is_not_a_file(tmp_path):
 def test_file_object_without_audio():
     with pytest.raises(ValueError, match="cannot decode"):
         load_audio(io.BytesIO(b"RIFF nonsense"))
+
+
+# ------------------------------------------------------------------------- hostile rates and headers
+@pytest.mark.parametrize("rate", [float("inf"), float("-inf"), float("nan"), 1e-9, 0.5, 999, 384_001, 10**12, True,
+                                  "16000"])
+def test_source_rates_must_be_finite_and_in_range(rate):
+    # inf used to spin in soxr forever and 1e-9 gave a bare MemoryError.
+    with pytest.raises(ValueError, match="sampling rate of audio array must be a"):
+        load_audio((np.zeros(1000, np.float32), rate))
+
+
+@pytest.mark.parametrize("rate", [float("inf"), 1e-9, 0])
+def test_target_and_resample_rates_must_be_finite_and_in_range(rate):
+    with pytest.raises(ValueError, match="sampling_rate must be a finite number of Hz in"):
+        load_audio((np.zeros(1000, np.float32), 16000), sampling_rate=rate)
+    with pytest.raises(ValueError, match="orig_rate"):
+        resample(np.zeros(10, np.float32), rate, 16000)
+    with pytest.raises(ValueError, match="target_rate"):
+        resample(np.zeros(10, np.float32), 16000, rate)
+
+
+def test_rates_at_the_limits_are_accepted():
+    assert load_audio((np.zeros(1000, np.float32), 1000)).shape == (16000,)
+    assert load_audio((np.zeros(384000, np.float32), 384000)).shape == (16000,)
+
+
+def _wav_bytes(rate=16000, seconds=1.0):
+    buffer = io.BytesIO()
+    soundfile.write(buffer, tone(rate=16000, seconds=seconds), rate, format="WAV", subtype="PCM_16")
+    return bytearray(buffer.getvalue())
+
+
+def test_wav_header_declaring_1_hz_is_refused_naming_the_file(tmp_path):
+    data = _wav_bytes()
+    assert bytes(data[:4]) == b"RIFF" and bytes(data[12:16]) == b"fmt "
+    data[24:28] = (1).to_bytes(4, "little")  # sample rate
+    data[28:32] = (2).to_bytes(4, "little")  # byte rate = rate * block align
+    path = tmp_path / "one_hertz.wav"
+    path.write_bytes(bytes(data))
+    assert soundfile.info(str(path)).samplerate == 1  # libsndfile believes the header
+    # Resampling 16000 samples from 1 Hz to 16 kHz asked for 256 million samples (1 GB).
+    with pytest.raises(ValueError, match=r"one_hertz\.wav.*from its header.*got 1$"):
+        load_audio(path)
+
+
+def _flac_claiming(total_samples):
+    buffer = io.BytesIO()
+    soundfile.write(buffer, tone(rate=16000, seconds=0.1), 16000, format="FLAC", subtype="PCM_16")
+    data = bytearray(buffer.getvalue())
+    assert bytes(data[:4]) == b"fLaC" and data[4] & 0x7F == 0  # STREAMINFO first
+    # STREAMINFO bytes 10..17: 20-bit rate, 3-bit channels, 5-bit depth, 36-bit total samples.
+    fields = int.from_bytes(data[18:26], "big")
+    fields = (fields & ~((1 << 36) - 1)) | total_samples
+    data[18:26] = fields.to_bytes(8, "big")
+    return bytes(data)
+
+
+def test_flac_header_claiming_2_to_the_36_samples_is_refused_before_allocating(tmp_path):
+    path = tmp_path / "huge.flac"
+    path.write_bytes(_flac_claiming((1 << 36) - 1))
+    assert soundfile.info(str(path)).frames == (1 << 36) - 1
+    # Decoding used to allocate 2**36 float32 frames first: a bare MemoryError (or 256 GB).
+    with pytest.raises(ValueError, match=r"huge\.flac.*declares 68719476735 frames.*max_duration_s"):
+        load_audio(path)
+    with pytest.raises(ValueError, match="audio bytes: its header declares"):
+        load_audio(path.read_bytes())
+
+
+def test_max_duration_is_configurable(tmp_path):
+    path = tmp_path / "two_seconds.wav"
+    soundfile.write(path, tone(rate=16000, seconds=2.0), 16000, subtype="PCM_16")
+    with pytest.raises(ValueError, match="longer than max_duration_s=1 s"):
+        load_audio(path, max_duration_s=1)
+    assert load_audio(path, max_duration_s=2.5).shape == (32000,)
+    with pytest.raises(ValueError, match="max_duration_s must be a positive number"):
+        load_audio(path, max_duration_s=float("nan"))
+
+
+def test_header_over_stating_the_length_keeps_the_real_samples_or_names_the_file(tmp_path):
+    data = _wav_bytes(seconds=0.1)
+    at = data.find(b"data")
+    data[at + 4:at + 8] = (32000 * 2).to_bytes(4, "little")  # 2 s claimed, 0.1 s stored
+    y = load_audio(bytes(data))
+    np.testing.assert_allclose(y, tone(rate=16000, seconds=0.1), atol=1e-4)
+    path = tmp_path / "short.flac"
+    path.write_bytes(_flac_claiming(16000))  # 1 s claimed, 0.1 s stored: libsndfile fails to seek
+    with pytest.raises(ValueError, match=r"short\.flac.*cannot decode"):
+        load_audio(path)
+
+
+def test_long_multichannel_files_decode_block_by_block(tmp_path):
+    channels = [tone(110.0 * (i + 1), rate=16000, seconds=5.0) for i in range(3)]
+    path = tmp_path / "three.wav"
+    soundfile.write(path, np.stack(channels, axis=1), 16000, subtype="FLOAT")  # 80000 frames > one block
+    np.testing.assert_allclose(load_audio(path), np.mean(channels, axis=0), atol=1e-6)
+
+
+def test_8_bit_pcm_arrays_are_scaled_not_cast():
+    x = tone(rate=16000)
+    int8 = np.round(x * 127).astype(np.int8)
+    np.testing.assert_allclose(load_audio((int8, 16000)), x, atol=1 / 127)
+    uint8 = np.round(x * 127 + 128).astype(np.uint8)
+    np.testing.assert_allclose(load_audio((uint8, 16000)), x, atol=1 / 127)
+    assert np.abs(load_audio((np.array([-128, 127], np.int8), 16000))).max() <= 1.0
+    with pytest.raises(ValueError, match="numbers"):
+        load_audio((np.array([True, False]), 16000))

@@ -127,3 +127,93 @@ def test_export(asr_dir, tmp_path, capsys, fmt):
         assert {"serving_default", "transcribe"} <= set(loaded.signatures)
     else:
         assert written.endswith("m.tflite") and os.path.getsize(written) > 1000
+
+
+# ------------------------------------------------------------------------- progress, --version, defaults
+class _FakeProcessor:
+    class feature_extractor:  # noqa: N801 - the attribute the CLI reads
+        sampling_rate = RATE
+
+
+@pytest.fixture
+def fake_transcribe(monkeypatch):
+    """`hubert-tf transcribe` without a model: the fake pipeline reports its batches as the real one does
+    (`progress(samples)` after each), here in 3 batches per file plus overlapping chunk context."""
+    import hubert_tf.pipelines as pipelines
+
+    calls = []
+
+    def transcribe(inputs, model, *, processor, progress, **kwargs):
+        for audio, _ in inputs:
+            for part in np.array_split(np.arange(audio.size), 3):
+                progress(part.size)
+                calls.append(part.size)
+        progress(640)  # two chunks' overlapping context: the pipelines count what they computed
+        calls.append(640)
+        return ["HELLO"] * len(inputs)
+
+    monkeypatch.setattr(pipelines, "load_model_and_processor", lambda model, processor=None: (None, _FakeProcessor()))
+    monkeypatch.setattr(pipelines, "transcribe", transcribe)
+    return calls
+
+
+def test_progress_bar_counts_the_samples_the_pipeline_reports(wavs, capsys, monkeypatch, fake_transcribe):
+    import hubert_tf.cli as cli
+
+    monkeypatch.setattr(cli, "_stderr_is_terminal", lambda: True)
+    code, out, err = run(["transcribe", *wavs, "--model", "unused"], capsys)
+    assert code == 0 and out.count("HELLO") == 2
+    samples = int(RATE * 1.5) + int(RATE * 2.2)  # 59200 samples in the two files
+    assert sum(fake_transcribe) == samples + 640
+    final = err.replace("\r", "\n").strip().splitlines()[-1]
+    # The total grew with the overlap, so the bar ends at exactly 100 %, never past it.
+    assert final.startswith("transcribing: 100%") and "59.8k/59.8k" in final, final
+    assert "sample/s" in final
+
+
+def test_quiet_and_non_terminals_show_no_bar(wavs, capsys, monkeypatch, fake_transcribe):
+    import hubert_tf.cli as cli
+
+    monkeypatch.setattr(cli, "_stderr_is_terminal", lambda: True)
+    assert run(["transcribe", *wavs, "--model", "unused", "--quiet"], capsys)[2] == ""
+    monkeypatch.setattr(cli, "_stderr_is_terminal", lambda: False)
+    assert run(["transcribe", *wavs, "--model", "unused"], capsys)[2] == ""
+
+
+def test_progress_bar_total_grows_instead_of_passing_100_percent():
+    from hubert_tf.cli import progress_bar
+
+    with progress_bar(1000, "x", enabled=False) as progress:
+        for amount in (400, 400, 400):
+            progress(amount)
+        assert progress.done == 1200 and progress.bar.total == 1200
+
+
+def test_version_flag(capsys):
+    import hubert_tf
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.strip() == f"hubert-tf {hubert_tf.__version__}"
+
+
+def test_defaults_are_the_pipelines_defaults(capsys):
+    import inspect
+
+    from hubert_tf import pipelines
+    from hubert_tf.configuration import DEFAULT_ASR_MODEL, DEFAULT_FEATURES_MODEL
+
+    assert inspect.signature(pipelines.transcribe).parameters["model"].default == DEFAULT_ASR_MODEL
+    assert inspect.signature(pipelines.extract_features).parameters["model"].default == DEFAULT_FEATURES_MODEL
+    with pytest.raises(SystemExit):
+        main(["transcribe", "--help"])
+    assert DEFAULT_ASR_MODEL in "".join(capsys.readouterr().out.split())  # argparse wraps at hyphens
+
+
+def test_bench_is_listed_and_gets_its_full_parser_only_when_asked(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "bench" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    assert "--compare-pytorch" in capsys.readouterr().out

@@ -7,7 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from hubert_tf import HubertConfig, TFHubertForCTC, TFHubertModel
+from hubert_tf import HubertConfig
+from hubert_tf.configuration import MAX_EXTRA_DEPTH, MAX_PARAMETERS
 
 HUB_CONFIGS = os.path.join(os.path.dirname(__file__), "fixtures", "hub_configs")
 
@@ -107,19 +108,124 @@ def test_missing_config_names_what_was_looked_for(tmp_path):
 
 
 # Trainable parameter counts of the reference models (transformers 5.24, counted on the meta device).
-@pytest.mark.parametrize(
-    "cls, overrides, expected",
-    [
-        (TFHubertModel, {}, 94_371_712),
-        (TFHubertForCTC, {}, 94_396_320),
-        (TFHubertModel, dict(conv_pos_batch_norm=True), 94_373_120),
-        (TFHubertModel, LARGE, 315_438_720),
-        (TFHubertForCTC, LARGE, 315_471_520),
-        (TFHubertModel, XLARGE, 962_497_408),
-    ],
-    ids=["base", "base-ctc", "base-batchnorm", "large", "large-ctc", "xlarge"],
-)
+REFERENCE_COUNTS = [
+    ("TFHubertModel", {}, 94_371_712),
+    ("TFHubertForCTC", {}, 94_396_320),
+    ("TFHubertModel", dict(conv_pos_batch_norm=True), 94_373_120),
+    ("TFHubertModel", LARGE, 315_438_720),
+    ("TFHubertForCTC", LARGE, 315_471_520),
+    pytest.param("TFHubertModel", XLARGE, 962_497_408, marks=pytest.mark.slow),  # 1B parameters
+]
+COUNT_IDS = ["base", "base-ctc", "base-batchnorm", "large", "large-ctc", "xlarge"]
+
+
+@pytest.mark.parametrize("cls, overrides, expected", REFERENCE_COUNTS, ids=COUNT_IDS)
 def test_parameter_counts_match_reference(cls, overrides, expected):
-    model = cls(HubertConfig(**overrides))
+    import hubert_tf
+
+    model = getattr(hubert_tf, cls)(HubertConfig(**overrides))
     trainable = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
     assert trainable == expected
+
+
+# The estimate needs no model, so the 1B case is cheap here (`.values` drops pytest.param's slow mark).
+@pytest.mark.parametrize("cls, overrides, expected", [getattr(p, "values", p) for p in REFERENCE_COUNTS],
+                         ids=COUNT_IDS)
+def test_parameter_estimate_is_exact(cls, overrides, expected):
+    """The size cap's estimate, from the config alone, is the reference count plus the unused head."""
+    config = HubertConfig(**overrides)
+    h = config.hidden_size
+    ctc_head = h * config.vocab_size + config.vocab_size
+    proj = config.classifier_proj_size
+    classification_head = h * proj + proj + proj * config.num_labels + config.num_labels
+    unused = classification_head if cls == "TFHubertForCTC" else ctc_head + classification_head
+    assert config.estimate_num_parameters() - unused == expected
+
+
+# ------------------------------------------------------------------------- types, limits, hostile files
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(do_stable_layer_norm="false"), "do_stable_layer_norm must be true or false.*'false'"),
+        (dict(conv_bias="true"), "conv_bias must be true or false"),
+        (dict(apply_spec_augment=1), "apply_spec_augment must be true or false"),
+        (dict(layer_norm_eps=float("nan")), "layer_norm_eps must be a finite number, got nan"),
+        (dict(layer_norm_eps=0.0), "layer_norm_eps must be a small positive number"),
+        (dict(layer_norm_eps=-1e-5), "layer_norm_eps"),
+        (dict(initializer_range=float("inf")), "initializer_range must be a finite number"),
+        (dict(hidden_dropout="0.1"), "hidden_dropout must be a number, got '0.1'"),
+        (dict(hidden_size=768.0), r"hidden_size must be an integer, got 768\.0"),
+        (dict(num_hidden_layers=True), "num_hidden_layers must be an integer"),
+        (dict(num_hidden_layers=100_000), r"num_hidden_layers must be in \[0, 256\], got 100000"),
+        (dict(vocab_size=10**9), "vocab_size must be in"),
+        (dict(conv_dim=[512] * 1_000_000), "conv_dim has 1000000 entries, more than the limit of 32"),
+        (dict(conv_dim=5), "conv_dim must be a list of integers"),
+        (dict(conv_kernel=("10",) * 7), "conv_kernel must be an integer"),
+        (dict(conv_dim=(10**6,) * 7), r"conv_dim entries must be in \[1, 16384\]"),
+        (dict(conv_dim=(), conv_kernel=(), conv_stride=()), "conv_dim must have at least one entry"),
+        (dict(hidden_act=["gelu"]), "hidden_act must be a string"),
+        (dict(pad_token_id="0"), "pad_token_id must be an integer"),
+        (dict(num_labels=10**9), r"num_labels must be in \[1, 1048576\]"),
+        (dict(id2label={"x": "a"}), "id2label keys must be integers, got 'x'"),
+        (dict(id2label={0: 5}), "id2label values must be strings"),
+        (dict(id2label=[1, 2]), "id2label must be a mapping"),
+        (dict(hidden_size=16384, num_attention_heads=16, intermediate_size=65536, num_hidden_layers=200),
+         "parameters, more than the limit"),
+        (dict(extra_thing=object()), "config field 'extra_thing' holds a object, not JSON data"),
+    ],
+)
+def test_bad_field_types_and_sizes_are_one_line_value_errors(overrides, message):
+    with pytest.raises(ValueError, match=message) as info:
+        HubertConfig(**overrides)
+    assert "\n" not in str(info.value) and len(str(info.value)) < 300
+
+
+def test_largest_real_models_are_well_inside_the_limits():
+    assert HubertConfig(**XLARGE).estimate_num_parameters() * 4 <= MAX_PARAMETERS
+
+
+def test_numpy_integers_become_python_ints():
+    config = HubertConfig(num_hidden_layers=np.int64(3), conv_dim=np.array([512] * 7), vocab_size=np.int32(40))
+    assert type(config.num_hidden_layers) is int and config.conv_dim == (512,) * 7
+    assert json.loads(config.to_json_string())["vocab_size"] == 40
+
+
+def test_values_assigned_after_construction_are_checked_by_validate():
+    config = HubertConfig()
+    config.layer_norm_eps = float("nan")
+    with pytest.raises(ValueError, match="layer_norm_eps"):
+        config.validate()
+
+
+def _nested(depth):
+    value = {}
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return value
+
+
+def test_deeply_nested_unknown_key_is_refused_at_construction():
+    HubertConfig(extra=_nested(MAX_EXTRA_DEPTH))  # the limit itself is fine
+    with pytest.raises(ValueError, match="'extra' is nested deeper than 32 levels"):
+        HubertConfig(extra=_nested(600))
+
+
+def test_deeply_nested_config_file_is_refused_at_load_naming_the_file(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text('{"hidden_size": 768, "extra": ' + "[" * 600 + "]" * 600 + "}")
+    with pytest.raises(ValueError, match=r"config\.json.*nested deeper"):
+        HubertConfig.from_json_file(path)
+    with pytest.raises(ValueError, match=r"config\.json"):
+        HubertConfig.from_pretrained(tmp_path)
+
+
+def test_string_booleans_in_a_config_file_name_the_file_and_field(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"do_stable_layer_norm": "false"}))
+    with pytest.raises(ValueError, match=r"config\.json: do_stable_layer_norm must be true or false"):
+        HubertConfig.from_pretrained(tmp_path)
+
+
+def test_bad_values_are_quoted_short():
+    with pytest.raises(ValueError) as info:
+        HubertConfig(hidden_act="x" * 10_000)
+    assert len(str(info.value)) < 400

@@ -197,3 +197,55 @@ def test_round_trip_through_ctc_alignment(text, data):
     words = tokenizer.decode(frames, output_word_offsets=True).word_offsets
     assert [w["word"] for w in words] == text.split()
     assert all(0 <= w["start_offset"] < w["end_offset"] <= len(frames) for w in words)
+
+
+# ------------------------------------------------------------------------- the one CTC decoding table
+TABLE_TOKENIZERS = {
+    "hub": hub_tokenizer,
+    "lower_clean": lambda: HubertCTCTokenizer(
+        {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4, "A": 5, "'": 6, ".": 7, "S": 8},
+        do_lower_case=True, clean_up_tokenization_spaces=True),
+    "delimiter_is_pad": lambda: HubertCTCTokenizer({"|": 0, "A": 1, "B": 2, "C": 3}, pad_token="|"),
+    "custom_replacement": lambda: HubertCTCTokenizer({"<pad>": 0, "<unk>": 1, "|": 2, "A": 3},
+                                                     replace_word_delimiter_char="_"),
+}
+
+
+def decode_with_table(table, ids):
+    """The algorithm `CTCDecodingTable` documents (what the serving graph implements), in plain Python."""
+    ids = [i for i in ids if not table.dropped[i]]
+    merged = [i for k, i in enumerate(ids) if k == 0 or table.merge_ids[i] != table.merge_ids[ids[k - 1]]]
+    text = "".join(table.pieces[i] for i in merged if not table.blank[i]).strip()
+    if table.lower_case:
+        text = text.lower()
+    for before, after in table.clean_up:
+        text = text.replace(before, after)
+    return text
+
+
+@pytest.mark.parametrize("skip_special_tokens", [False, True])
+@pytest.mark.parametrize("name", sorted(TABLE_TOKENIZERS))
+def test_decoding_table_gives_the_text_of_decode(name, skip_special_tokens):
+    tokenizer = TABLE_TOKENIZERS[name]()
+    num_classes = max(len(tokenizer.get_vocab()) + 3, 12)  # a few ids the tokenizer does not know
+    table = tokenizer.ctc_decoding_table(num_classes, skip_special_tokens=skip_special_tokens)
+    assert table.size == num_classes and table.merge_ids.dtype == np.int32
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        ids = rng.integers(0, num_classes, size=rng.integers(0, 40)).tolist()
+        if ids:
+            ids[:: 3] = rng.integers(0, 5, size=len(ids[:: 3])).tolist()  # blanks, specials, runs
+        assert decode_with_table(table, ids) == tokenizer.decode(ids, skip_special_tokens=skip_special_tokens), ids
+
+
+def test_decoding_table_fields():
+    tokenizer = TABLE_TOKENIZERS["lower_clean"]()
+    table = tokenizer.ctc_decoding_table(12, skip_special_tokens=True)
+    assert table.pieces[4] == " " and table.pieces[5] == "A"
+    assert table.blank.tolist() == [True] + [False] * 11
+    assert table.dropped[:5].tolist() == [True, True, True, True, False]  # the delimiter is never dropped
+    assert table.merge_ids[9:].tolist() == [3, 3, 3]  # unknown ids decode (and merge) as <unk>
+    assert table.pad_id == 0 and table.lower_case
+    from hubert_tf.processing.tokenization import CLEAN_UP_REPLACEMENTS
+
+    assert table.clean_up == CLEAN_UP_REPLACEMENTS and TABLE_TOKENIZERS["hub"]().ctc_decoding_table().clean_up == ()

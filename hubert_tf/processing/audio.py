@@ -10,10 +10,54 @@ from __future__ import annotations
 import io
 import os
 
+import math
+import numbers
+
 import numpy as np
 
+from .normalize import all_finite
 
-def load_audio(source, sampling_rate=16000):
+# Sampling rates accepted anywhere (source and target): telephone-band 1 kHz up to 384 kHz, the highest
+# rate of studio converters. A rate outside, NaN or infinite is an error, not a resampling request: an
+# infinite rate spins soxr forever, 1e-9 Hz or a WAV header claiming 1 Hz asks for gigabytes.
+MIN_SAMPLING_RATE = 1_000
+MAX_SAMPLING_RATE = 384_000
+# Longest file `load_audio` decodes unless told otherwise: 4 hours. The check uses the header's frame
+# count before anything is decoded, so a 100-byte header claiming 2**36 samples is refused without
+# allocating; decoding then mixes to mono block by block, so memory is 4 bytes per frame.
+DEFAULT_MAX_DURATION_S = 4 * 3600.0
+MAX_CHANNELS = 256
+_BLOCK_FRAMES = 1 << 16  # frames decoded at a time (x channels x 4 bytes)
+
+
+def check_sampling_rate(rate, name="sampling_rate"):
+    """Returns `rate` as a number of Hz, or raises ValueError naming it.
+
+    Args:
+        rate: int or float. A sampling rate in Hz.
+        name: str. What to call it in the error ("sampling_rate", "the rate of 'a.wav'", ...).
+
+    Raises:
+        ValueError: not a real number, not finite, or outside [MIN_SAMPLING_RATE, MAX_SAMPLING_RATE].
+
+    Example:
+
+    >>> check_sampling_rate(44100)
+    44100
+    >>> check_sampling_rate(float("inf"))
+    Traceback (most recent call last):
+    ...
+    ValueError: sampling_rate must be a finite number of Hz in [1000, 384000], got inf
+    """
+    if isinstance(rate, (bool, np.bool_)) or not isinstance(rate, numbers.Real):
+        raise ValueError(f"{name} must be a number of Hz, got {rate!r} ({type(rate).__name__})")
+    if not (math.isfinite(rate) and MIN_SAMPLING_RATE <= rate <= MAX_SAMPLING_RATE):
+        raise ValueError(f"{name} must be a finite number of Hz in [{MIN_SAMPLING_RATE}, "
+                         f"{MAX_SAMPLING_RATE}], got {rate!r}")
+    return int(rate) if float(rate).is_integer() else float(rate)
+
+
+def load_audio(source, sampling_rate=16000, *, max_duration_s=DEFAULT_MAX_DURATION_S):
     """Loads audio as a float32 mono waveform at `sampling_rate`.
 
     Args:
@@ -25,7 +69,10 @@ def load_audio(source, sampling_rate=16000):
               ``[samples]`` or 2-D with channels on its shorter axis (``[samples, channels]`` as
               soundfile returns, or ``[channels, samples]``); integer PCM is scaled to [-1, 1];
             - a ``{"array": ..., "sampling_rate": ...}`` dict (the Hugging Face `datasets` Audio format).
+            Rates must be finite and in [1 kHz, 384 kHz].
         sampling_rate: int. Rate of the returned waveform in Hz. Defaults to 16000 (HuBERT's).
+        max_duration_s: float. Longest file (path, file object or bytes) decoded, checked against its
+            header before decoding. Defaults to 4 hours; arrays are not limited (they exist already).
 
     Returns:
         A 1-D float32 numpy array ``[samples]``: channels averaged, resampled with soxr's
@@ -33,8 +80,9 @@ def load_audio(source, sampling_rate=16000):
 
     Raises:
         FileNotFoundError: the path does not exist.
-        ValueError: the file cannot be decoded, or the audio is empty, has non-finite samples,
-            more than 2 dimensions, or a non-positive rate. File errors name the file.
+        ValueError: the file cannot be decoded or is longer than `max_duration_s`, or the audio is
+            empty, has non-finite samples, more than 2 dimensions, or a rate that is not finite or
+            outside [1 kHz, 384 kHz]. File errors name the file.
 
     Example:
 
@@ -44,7 +92,9 @@ def load_audio(source, sampling_rate=16000):
     >>> waveform.shape, waveform.dtype
     ((16000,), dtype('float32'))
     """
-    samples, rate, name, channel_axis = _read(source)
+    sampling_rate = check_sampling_rate(sampling_rate)
+    samples, rate, name, channel_axis = _read(source, max_duration_s)
+    rate = check_sampling_rate(rate, f"the sampling rate of {name}")
     if samples.ndim > 2:
         raise ValueError(f"{name}: audio must be 1-D or 2-D (samples and channels), got shape {samples.shape}")
     if samples.size == 0:
@@ -55,8 +105,10 @@ def load_audio(source, sampling_rate=16000):
             # An array: channels are on the shorter axis (soundfile gives [samples, channels],
             # torchaudio [channels, samples]).
             channel_axis = 1 if samples.shape[0] >= samples.shape[1] else 0
-        samples = samples.mean(axis=channel_axis, dtype=np.float32)
-    if not np.all(np.isfinite(samples)):
+        # One channel: a view, not a copy (an hour of audio is 230 MB).
+        samples = ((samples[:, 0] if channel_axis == 1 else samples[0]) if samples.shape[channel_axis] == 1
+                   else samples.mean(axis=channel_axis, dtype=np.float32))
+    if not all_finite(samples):
         raise ValueError(f"{name}: contains non-finite samples (NaN or inf)")
     return resample(samples, rate, sampling_rate)
 
@@ -66,8 +118,8 @@ def resample(waveform, orig_rate, target_rate):
 
     Args:
         waveform: 1-D float array ``[samples]``.
-        orig_rate: int or float. Its rate in Hz.
-        target_rate: int or float. The wanted rate in Hz.
+        orig_rate: int or float. Its rate in Hz, in [1 kHz, 384 kHz].
+        target_rate: int or float. The wanted rate in Hz, in [1 kHz, 384 kHz].
 
     Returns:
         A float32 array of ``round(samples * target_rate / orig_rate)`` samples (the input,
@@ -79,9 +131,8 @@ def resample(waveform, orig_rate, target_rate):
     >>> resample(np.zeros(48000, np.float32), 48000, 16000).shape
     (16000,)
     """
-    for label, rate in (("orig_rate", orig_rate), ("target_rate", target_rate)):
-        if not np.isscalar(rate) or not rate > 0:
-            raise ValueError(f"{label} must be a positive number of Hz, got {rate!r}")
+    orig_rate = check_sampling_rate(orig_rate, "orig_rate")
+    target_rate = check_sampling_rate(target_rate, "target_rate")
     waveform = np.ascontiguousarray(waveform, dtype=np.float32)
     if orig_rate == target_rate:
         return waveform
@@ -92,7 +143,7 @@ def resample(waveform, orig_rate, target_rate):
     return np.ascontiguousarray(soxr.resample(waveform, orig_rate, target_rate, quality="HQ"), dtype=np.float32)
 
 
-def _read(source):
+def _read(source, max_duration_s):
     """Returns (samples, rate, name for messages, channel axis or None if unknown) for any source."""
     if isinstance(source, dict):
         if "array" not in source or "sampling_rate" not in source:
@@ -111,13 +162,13 @@ def _read(source):
             raise IsADirectoryError(f"expected an audio file, got the directory {path!r}")
         if os.path.getsize(path) == 0:
             raise ValueError(f"{path!r}: the audio file is empty (0 bytes)")
-        return _decode(path, repr(path))
+        return _decode(path, repr(path), max_duration_s)
     if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
             raise ValueError("audio bytes are empty (0 bytes)")
-        return _decode(io.BytesIO(bytes(source)), "audio bytes")
+        return _decode(io.BytesIO(bytes(source)), "audio bytes", max_duration_s)
     if hasattr(source, "read"):
-        return _decode(source, repr(getattr(source, "name", "audio file object")))
+        return _decode(source, repr(getattr(source, "name", "audio file object")), max_duration_s)
     if isinstance(source, np.ndarray) or isinstance(source, (list, tuple)):
         raise TypeError(
             "load_audio needs the sampling rate of an array: pass (array, rate), e.g. load_audio((samples, 44100))"
@@ -127,14 +178,49 @@ def _read(source):
     )
 
 
-def _decode(file, name):
+def _decode(file, name, max_duration_s):
+    """Decodes a file to mono float32 [frames, 1] after checking its header (rate, channels, length)."""
     import soundfile  # imported here: libsndfile is only needed to decode files
 
+    if not (isinstance(max_duration_s, numbers.Real) and max_duration_s > 0):
+        raise ValueError(f"max_duration_s must be a positive number of seconds, got {max_duration_s!r}")
     try:
-        samples, rate = soundfile.read(file, dtype="float32", always_2d=True)
+        with soundfile.SoundFile(file) as sound:
+            # The header, checked before a single sample is decoded or allocated.
+            rate, frames, channels = sound.samplerate, sound.frames, sound.channels
+            rate = check_sampling_rate(rate, f"the sampling rate of {name} (from its header)")
+            if not 1 <= channels <= MAX_CHANNELS:
+                raise ValueError(f"{name}: its header declares {channels} channels (at most {MAX_CHANNELS} "
+                                 "are read)")
+            limit = int(max_duration_s * rate)
+            if frames > limit:
+                raise ValueError(f"{name}: its header declares {frames} frames ({frames / rate:.0f} s at "
+                                 f"{rate} Hz), longer than max_duration_s={max_duration_s:g} s; pass a larger "
+                                 "load_audio(..., max_duration_s=...) to read it")
+            mono = _decode_mono(sound, frames, channels, name)
     except (soundfile.LibsndfileError, RuntimeError, TypeError) as error:
         raise ValueError(f"{name}: cannot decode audio ({error})") from error
-    return samples, rate, name, 1  # always_2d: [samples, channels]
+    return mono[:, None], rate, name, 1  # [samples, 1 channel]
+
+
+def _decode_mono(sound, frames, channels, name):
+    """Reads at most `frames` frames block by block into one float32 array, averaging the channels
+    (so a stereo file needs 4 bytes per frame, not 8 plus a float copy)."""
+    try:
+        out = np.empty(frames, np.float32)
+    except MemoryError:
+        raise ValueError(f"{name}: {frames} frames need {frames * 4 / 2**30:.1f} GiB, more memory than is "
+                         "free") from None
+    block = np.empty((_BLOCK_FRAMES, channels), np.float32)
+    done = 0
+    while done < frames:
+        wanted = min(_BLOCK_FRAMES, frames - done)
+        count = len(sound.read(wanted, dtype="float32", always_2d=True, out=block[:wanted]))
+        if count == 0:  # the header over-stated the length: keep what the file holds
+            break
+        out[done:done + count] = block[:count].mean(axis=1) if channels > 1 else block[:count, 0]
+        done += count
+    return out[:done]
 
 
 def _to_float32(samples, name):

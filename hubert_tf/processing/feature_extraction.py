@@ -4,9 +4,10 @@
 HuBERT checkpoint on the hub names in its `preprocessor_config.json`) without needing
 `transformers` or `torch`. Its outputs match the reference to float32 rounding.
 
-This module also holds the two small pieces the tokenizer and processor share:
-`BatchFeature` (the dict-like result type) and `resolve_pretrained_file` (local directory or hub
-id -> file path). TensorFlow is imported only when `return_tensors="tf"` is requested.
+This module also holds the small pieces the tokenizer and processor share: `BatchFeature` (the
+dict-like result type), `resolve_pretrained_file` (local directory or hub id -> file path) and the
+crash-safe JSON writers (`json_text`, `write_files`). TensorFlow is imported only when
+`return_tensors="tf"` is requested.
 """
 
 from __future__ import annotations
@@ -16,6 +17,11 @@ import logging
 import os
 
 import numpy as np
+
+from hubert_tf.configuration import _as_bool
+from hubert_tf.files import MAX_JSON_DEPTH, atomic_files, read_json
+from hubert_tf.processing.audio import check_sampling_rate
+from hubert_tf.processing.normalize import normalize
 
 logger = logging.getLogger(__name__)
 
@@ -169,19 +175,75 @@ def resolve_pretrained_file(
     )
 
 
-def read_json(path):
-    """Reads a JSON file, naming the file in the error when it is not valid JSON."""
-    with open(path, encoding="utf-8") as handle:
-        try:
-            return json.load(handle)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path} is not valid JSON: {error}") from error
+def json_text(data, source):
+    """`data` as the JSON text transformers writes (sorted keys, 2-space indent, trailing newline).
+
+    Serialising happens before any file is touched, so a value that is not JSON data never leaves a
+    truncated file. Numpy scalars (e.g. ids from ``np.argsort``, a ``np.float32`` padding value) are
+    written as the Python numbers they hold; keys are written as strings, as ``json`` does.
+
+    Args:
+        data: dict, list or scalar of JSON data.
+        source: str. The file name, for error messages.
+
+    Returns:
+        The text (str).
+
+    Raises:
+        ValueError: "<source>: <field> ..." naming the first value that is not JSON data, or data
+            nested deeper than `hubert_tf.files.MAX_JSON_DEPTH` (which the reader would refuse).
+
+    Example:
+
+    >>> json_text({"b": np.int64(2), "a": [np.float32(0.5)]}, "x.json")
+    '{\\n  "a": [\\n    0.5\\n  ],\\n  "b": 2\\n}\\n'
+    """
+    return json.dumps(_plain(data, source, "", 0), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def write_json(path, data):
-    """Writes `data` like transformers does: sorted keys, 2-space indent, trailing newline."""
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+def _plain(value, source, where, depth):
+    """A copy of `value` with Python types only (recursion bounded by MAX_JSON_DEPTH)."""
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError(f"{source}: {where or 'the data'} is nested deeper than {MAX_JSON_DEPTH} levels")
+    if isinstance(value, np.generic):
+        value = value.item()  # numpy scalar -> the Python number (or str) it holds
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, dict):
+        out = {}
+        for key, child in value.items():
+            if isinstance(key, np.generic):
+                key = key.item()
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
+                raise ValueError(f"{source}: {where or 'the data'} has a key of type {type(key).__name__}, "
+                                 "not a JSON key")
+            key = key if isinstance(key, str) else json.dumps(key)
+            out[key] = _plain(child, source, f"{where}[{key!r}]" if where else repr(key), depth + 1)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_plain(child, source, f"{where}[{i}]", depth + 1) for i, child in enumerate(value)]
+    raise ValueError(f"{source}: {where or 'the data'} is a {type(value).__name__} ({str(value)[:40]!r}), "
+                     "not JSON data (str, number, bool, None, list or dict)")
+
+
+def write_files(save_directory, texts):
+    """Writes `{file name: text}` into `save_directory` (created if needed), crash-safe.
+
+    Every file goes through `hubert_tf.files.atomic_files`: written to a temporary sibling, fsync'ed,
+    then renamed over its name, so a failure (a full disk, an interrupt) leaves the old files intact.
+
+    Returns:
+        The list of written paths, in the order of `texts`.
+    """
+    save_directory = os.fspath(save_directory)
+    if os.path.isfile(save_directory):
+        raise OSError(f"{save_directory} is a file, expected a directory")
+    os.makedirs(save_directory, exist_ok=True)
+    with atomic_files(save_directory) as files:
+        for name, text in texts.items():
+            with files.open(name, "w") as handle:
+                handle.write(text)
+    return [os.path.join(save_directory, name) for name in texts]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -222,8 +284,8 @@ class HubertFeatureExtractor:
 
     Same behaviour as `transformers.Wav2Vec2FeatureExtractor`: utterances are truncated and
     padded, then (if `do_normalize`) each one is normalised to zero mean and unit variance,
-    ``(x - mean) / sqrt(var + 1e-7)``, over its valid samples, and padded positions are reset to
-    `padding_value`. The statistics cover only the valid samples when an attention mask is
+    ``(x - mean) / sqrt(var + 1e-7)`` (`hubert_tf.processing.normalize`), over its valid samples,
+    and padded positions are reset to `padding_value`. The statistics cover only the valid samples when an attention mask is
     computed (``return_attention_mask``); without one, the reference normalises the whole padded
     row, padding included, and so does this class (kept for parity with models trained that way).
     All outputs are float32 (`input_values`) and int32 (`attention_mask`).
@@ -274,18 +336,24 @@ class HubertFeatureExtractor:
             raise ValueError(f"feature_size={feature_size}: HuBERT takes raw mono waveforms, so it must be 1")
         if padding_side not in ("right", "left"):
             raise ValueError(f"padding_side={padding_side!r} must be 'right' or 'left'")
-        if not isinstance(sampling_rate, (int, np.integer)) or sampling_rate <= 0:
+        if isinstance(sampling_rate, bool) or not isinstance(sampling_rate, (int, np.integer)) or sampling_rate <= 0:
             raise ValueError(f"sampling_rate={sampling_rate!r} must be a positive integer (Hz)")
+        check_sampling_rate(sampling_rate, "sampling_rate")  # and in load_audio's range (1 kHz to 384 kHz)
         extractor_type = kwargs.get("feature_extractor_type", "Wav2Vec2FeatureExtractor")
         if extractor_type not in _ACCEPTED_TYPES:
             raise ValueError(
                 f"feature_extractor_type={extractor_type!r} is not supported; expected one of {_ACCEPTED_TYPES}"
             )
+        if isinstance(padding_value, bool) or not isinstance(padding_value, (int, float, np.integer, np.floating)):
+            raise ValueError(f"padding_value must be a number, got {padding_value!r} ({type(padding_value).__name__})")
+        if not np.isfinite(padding_value):
+            raise ValueError(f"padding_value must be finite, got {padding_value!r}")
         self.feature_size = feature_size
         self.sampling_rate = int(sampling_rate)
-        self.padding_value = padding_value
-        self.return_attention_mask = bool(return_attention_mask)
-        self.do_normalize = bool(do_normalize)
+        self.padding_value = float(padding_value)  # a Python float: numpy scalars are not JSON
+        # Strings such as "false" are refused: bool("false") is True.
+        self.return_attention_mask = _as_bool("return_attention_mask", return_attention_mask)
+        self.do_normalize = _as_bool("do_normalize", do_normalize)
         self.padding_side = padding_side
         self.extra_config = dict(kwargs)
         self._warned_sampling_rate = False
@@ -349,13 +417,20 @@ class HubertFeatureExtractor:
     def save_pretrained(self, save_directory):
         """Writes `preprocessor_config.json` into `save_directory` (created if needed).
 
+        The JSON is serialised before the file is touched and written atomically, so a failure leaves
+        any previous file intact.
+
         Returns:
             A list with the path of the written file.
+
+        Raises:
+            ValueError: a kept config value is not JSON data (naming it); nothing is written.
         """
-        os.makedirs(save_directory, exist_ok=True)
-        path = os.path.join(save_directory, FEATURE_EXTRACTOR_FILE)
-        write_json(path, self.to_dict())
-        return [path]
+        return write_files(save_directory, self.files_to_save())
+
+    def files_to_save(self):
+        """`{file name: text}` of `save_pretrained`, serialised (raises ValueError before any write)."""
+        return {FEATURE_EXTRACTOR_FILE: json_text(self.to_dict(), FEATURE_EXTRACTOR_FILE)}
 
     def __repr__(self):
         return f"{type(self).__name__}({json.dumps(self.to_dict(), sort_keys=True)})"
@@ -550,17 +625,17 @@ class HubertFeatureExtractor:
         return result.convert_to_tensors(return_tensors)
 
     def _normalize(self, input_values, attention_mask):
-        """Zero-mean unit-variance per row, over the valid samples when a mask is given."""
+        """Zero-mean unit-variance per row (`hubert_tf.processing.normalize`, the one definition), over
+        the valid samples when a mask is given; padded samples are reset to `padding_value`."""
         normed = []
         for index, vector in enumerate(input_values):
             if attention_mask is None:
-                normed.append((vector - vector.mean()) / np.sqrt(vector.var() + 1e-7))
+                normed.append(normalize(vector))
                 continue
             valid = attention_mask[index].astype(bool)
             # The reference slices vector[:length]; using the mask gives the same result for right
             # padding and the correct one for left padding (where the reference's slice is wrong).
-            samples = vector[valid] if self.padding_side == "left" else vector[: int(valid.sum())]
-            row = (vector - samples.mean()) / np.sqrt(samples.var() + 1e-7)
-            row[~valid] = self.padding_value
+            row = np.full(vector.shape, self.padding_value, np.float32)
+            row[valid] = normalize(vector[valid])
             normed.append(row)
         return normed

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from hubert_tf.processing.feature_extraction import BatchFeature, HubertFeatureExtractor
+from hubert_tf.processing.feature_extraction import BatchFeature, HubertFeatureExtractor, write_files
 from hubert_tf.processing.tokenization import HubertCTCTokenizer
 
 
@@ -84,10 +84,17 @@ class HubertProcessor:
         """Writes `preprocessor_config.json`, `vocab.json`, `tokenizer_config.json` and
         `special_tokens_map.json` (loadable by transformers' Wav2Vec2Processor too).
 
+        All four files are serialised before any is touched, then written atomically: a failure (a
+        value that is not JSON data, a full disk) leaves the previous files intact.
+
         Returns:
             A list of the written paths.
+
+        Raises:
+            ValueError: a config or vocabulary value is not JSON data (naming it); nothing is written.
         """
-        return self.feature_extractor.save_pretrained(save_directory) + self.tokenizer.save_pretrained(save_directory)
+        texts = {**self.feature_extractor.files_to_save(), **self.tokenizer.files_to_save()}
+        return write_files(save_directory, texts)
 
     def __call__(
         self,

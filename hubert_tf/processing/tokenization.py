@@ -15,14 +15,16 @@ from itertools import groupby
 
 import numpy as np
 
+from hubert_tf.configuration import _as_bool, _as_int
 from hubert_tf.processing.feature_extraction import (
     BatchFeature,
     _is_tf_tensor,
+    json_text,
     padding_strategy,
     read_json,
     resolve_pretrained_file,
     round_up,
-    write_json,
+    write_files,
 )
 
 VOCAB_FILE = "vocab.json"
@@ -83,6 +85,49 @@ class HubertCTCTokenizerOutput:
 
     def keys(self):
         return [name for name in ("text", "char_offsets", "word_offsets") if getattr(self, name) is not None]
+
+
+@dataclass(frozen=True)
+class CTCDecodingTable:
+    """Greedy CTC decoding of ids as per-id arrays (see `HubertCTCTokenizer.ctc_decoding_table`).
+
+    Fields:
+        pieces: tuple of str [size]. Text of each id (the word delimiter already replaced).
+        merge_ids: int32 [size]. Repeats are merged when these are equal (one id per distinct token).
+        blank: bool [size]. Ids dropped after merging (the CTC blank, i.e. the pad token).
+        dropped: bool [size]. Ids dropped before merging (`skip_special_tokens`; all False otherwise).
+        pad_id: int. The pad id (written on padded frames).
+        lower_case: bool. Lower-case the text (`do_lower_case`).
+        clean_up: tuple of (before, after) str pairs, replaced in order (empty when clean-up is off).
+    """
+
+    pieces: tuple
+    merge_ids: np.ndarray
+    blank: np.ndarray
+    dropped: np.ndarray
+    pad_id: int
+    lower_case: bool
+    clean_up: tuple
+
+    @property
+    def size(self):
+        """Number of ids the table covers."""
+        return len(self.pieces)
+
+
+def _check_vocab(encoder, target_lang):
+    """token -> id with str tokens and non-negative int ids (numpy integers accepted), or ValueError
+    naming the entry: a float or string id would otherwise be cast silently (3.7 -> 3)."""
+    where = f"vocab[{target_lang!r}]" if target_lang is not None else "vocab"
+    checked = {}
+    for token, index in encoder.items():
+        if not isinstance(token, str):
+            raise ValueError(f"{where} tokens must be strings, got {token!r} ({type(token).__name__})")
+        index = _as_int(f"{where}[{token!r}]", index)
+        if index < 0:
+            raise ValueError(f"{where}[{token!r}] must be a non-negative id, got {index}")
+        checked[token] = index
+    return checked
 
 
 def _token_content(value):
@@ -170,7 +215,7 @@ class HubertCTCTokenizer:
             )
         else:
             encoder = vocab
-        self.encoder = {str(token): int(index) for token, index in encoder.items()}
+        self.encoder = _check_vocab(encoder, target_lang)
         self.decoder = {index: token for token, index in self.encoder.items()}
         if padding_side not in ("right", "left"):
             raise ValueError(f"padding_side={padding_side!r} must be 'right' or 'left'")
@@ -181,10 +226,11 @@ class HubertCTCTokenizer:
         self.pad_token = _token_content(pad_token)
         self.word_delimiter_token = _token_content(word_delimiter_token)
         self.replace_word_delimiter_char = replace_word_delimiter_char
-        self.do_lower_case = bool(do_lower_case)
+        # Strings such as "false" are refused: bool("false") is True.
+        self.do_lower_case = _as_bool("do_lower_case", do_lower_case)
         self.target_lang = target_lang
         self.padding_side = padding_side
-        self.clean_up_tokenization_spaces = bool(clean_up_tokenization_spaces)
+        self.clean_up_tokenization_spaces = _as_bool("clean_up_tokenization_spaces", clean_up_tokenization_spaces)
         self.additional_special_tokens = [_token_content(t) for t in additional_special_tokens or []]
         self.extra_config = dict(kwargs)
         self._build_added_tokens(added_tokens or {})
@@ -278,12 +324,20 @@ class HubertCTCTokenizer:
     def save_pretrained(self, save_directory):
         """Writes `vocab.json`, `tokenizer_config.json` and `special_tokens_map.json`.
 
-        The files load in transformers' `Wav2Vec2CTCTokenizer` as well as in this class.
+        The files load in transformers' `Wav2Vec2CTCTokenizer` as well as in this class. All three are
+        serialised before any file is touched, then written atomically: a failure (a value that is not
+        JSON data, a full disk) leaves the previous files intact.
 
         Returns:
             A list of the written paths.
+
+        Raises:
+            ValueError: a vocabulary or config value is not JSON data (naming it); nothing is written.
         """
-        os.makedirs(save_directory, exist_ok=True)
+        return write_files(save_directory, self.files_to_save())
+
+    def files_to_save(self):
+        """`{file name: text}` of `save_pretrained`, serialised (raises ValueError before any write)."""
         specials = {name: getattr(self, name) for name in _SPECIAL_NAMES}
         if self.additional_special_tokens:
             specials["additional_special_tokens"] = list(self.additional_special_tokens)
@@ -309,12 +363,8 @@ class HubertCTCTokenizer:
             },
         )
         config.setdefault("tokenizer_class", "Wav2Vec2CTCTokenizer")
-        names = (VOCAB_FILE, TOKENIZER_CONFIG_FILE, SPECIAL_TOKENS_MAP_FILE)
-        paths = [os.path.join(save_directory, name) for name in names]
-        write_json(paths[0], self.vocab)
-        write_json(paths[1], config)
-        write_json(paths[2], specials)
-        return paths
+        contents = {VOCAB_FILE: self.vocab, TOKENIZER_CONFIG_FILE: config, SPECIAL_TOKENS_MAP_FILE: specials}
+        return {name: json_text(data, name) for name, data in contents.items()}
 
     # -- vocabulary ---------------------------------------------------------------------------------
 
@@ -565,8 +615,8 @@ class HubertCTCTokenizer:
         ids = _as_id_list(token_ids)
         tokens = self.convert_ids_to_tokens(ids)
         if skip_special_tokens:
-            special = set(self.all_special_tokens) - {self.word_delimiter_token}
-            tokens = [token for token in tokens if token not in special]
+            skipped = self._skipped_tokens()
+            tokens = [token for token in tokens if token not in skipped]
         decoded = self._tokens_to_string(
             tokens, group_tokens, spaces_between_special_tokens, output_char_offsets, output_word_offsets
         )
@@ -609,6 +659,64 @@ class HubertCTCTokenizer:
             )
         return decoded
 
+    # -- the greedy CTC decoding rules (one definition: `decode` and the serving graph both use them) --------
+
+    def _skipped_tokens(self):
+        """Tokens `skip_special_tokens=True` drops (before merging repeats): the specials but the word delimiter."""
+        return set(self.all_special_tokens) - {self.word_delimiter_token}
+
+    def _piece(self, token):
+        """The text one kept token contributes: the word delimiter becomes `replace_word_delimiter_char`."""
+        return self.replace_word_delimiter_char if token == self.word_delimiter_token else token
+
+    def ctc_decoding_table(self, num_classes=None, skip_special_tokens=False):
+        """The greedy CTC decoding rules of `decode` as per-id arrays, for decoders outside Python.
+
+        `hubert_tf.serving.GreedyCTCDecoder` builds its graph tables from this, so the exported
+        SavedModel gives the text `batch_decode` gives. Decoding one row of ids with the table:
+
+        1. drop ids whose `dropped` is set (only with `skip_special_tokens`);
+        2. merge runs of equal `merge_ids` (ids sharing a token, e.g. unknown ids -> `unk_token`, merge);
+        3. drop `blank` ids (the pad token, the CTC blank);
+        4. concatenate `pieces`, strip surrounding whitespace, lower-case if `lower_case`;
+        5. apply the `clean_up` (before, after) replacements in order.
+
+        Args:
+            num_classes: int. Ids the table must cover (the model's `vocab_size`); it also covers every
+                id the tokenizer knows. Defaults to None (the tokenizer's ids only).
+            skip_special_tokens: bool. As in `decode`. Defaults to False.
+
+        Returns:
+            A `CTCDecodingTable`.
+
+        Example:
+
+        >>> tokenizer = HubertCTCTokenizer({"<pad>": 0, "<unk>": 1, "|": 2, "A": 3})
+        >>> table = tokenizer.ctc_decoding_table(num_classes=7)  # ids 4, 5: the added <s>, </s>
+        >>> table.pieces
+        ('<pad>', '<unk>', ' ', 'A', '<s>', '</s>', '<unk>')
+        >>> table.merge_ids.tolist(), table.blank.tolist()[:2]
+        ([0, 1, 2, 3, 4, 5, 1], [True, False])
+        """
+        known = list(self.decoder) + list(self.added_decoder)
+        size = max([int(num_classes or 0)] + [int(index) + 1 for index in known])
+        tokens = []
+        for index in range(size):
+            token = self.convert_ids_to_tokens(index)
+            tokens.append("" if token is None else str(token))
+        skipped = self._skipped_tokens() if skip_special_tokens else set()
+        first_id = {}
+        pad_id = self.pad_token_id
+        return CTCDecodingTable(
+            pieces=tuple(self._piece(token) for token in tokens),
+            merge_ids=np.array([first_id.setdefault(token, index) for index, token in enumerate(tokens)], np.int32),
+            blank=np.array([token == self.pad_token for token in tokens], bool),
+            dropped=np.array([token in skipped for token in tokens], bool),
+            pad_id=int(pad_id) if pad_id is not None else 0,
+            lower_case=self.do_lower_case,
+            clean_up=CLEAN_UP_REPLACEMENTS if self.clean_up_tokenization_spaces else (),
+        )
+
     def _tokens_to_string(self, tokens, group_tokens, spaces_between, output_char_offsets, output_word_offsets):
         if not tokens:
             return {"text": "", "char_offsets": [], "word_offsets": []}
@@ -616,8 +724,8 @@ class HubertCTCTokenizer:
             chars, repetitions = zip(*((token, len(list(run))) for token, run in groupby(tokens)))
         else:
             chars, repetitions = tokens, [1] * len(tokens)
-        delimiter, replacement = self.word_delimiter_token, self.replace_word_delimiter_char
-        processed = [replacement if c == delimiter else c for c in chars if c != self.pad_token]
+        replacement = self.replace_word_delimiter_char
+        processed = [self._piece(c) for c in chars if c != self.pad_token]
 
         char_offsets = word_offsets = None
         if output_char_offsets or output_word_offsets:
@@ -656,12 +764,17 @@ def _word_offsets(char_offsets, delimiter_char):
     return words
 
 
+# transformers' `clean_up_tokenization`, pair by pair and in its order (`decode` with
+# `clean_up_tokenization_spaces`, and the serving graph through `CTCDecodingTable.clean_up`).
+CLEAN_UP_REPLACEMENTS = (
+    (" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"),
+    (" n't", "n't"), (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"),
+)
+
+
 def clean_up_tokenization(text):
     """Removes the space before punctuation and English contractions, as transformers does."""
-    for before, after in (
-        (" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"),
-        (" n't", "n't"), (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"),
-    ):
+    for before, after in CLEAN_UP_REPLACEMENTS:
         text = text.replace(before, after)
     return text
 

@@ -7,6 +7,6 @@ the text `HubertCTCTokenizer.batch_decode` gives.
 """
 
 from .ctc import GreedyCTCDecoder
-from .normalization import normalize_audio
+from ..processing.normalize import normalize_audio
 
 __all__ = ["GreedyCTCDecoder", "normalize_audio"]

@@ -6,12 +6,6 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-# transformers' `clean_up_tokenization`, pair by pair (applied when the tokenizer's
-# `clean_up_tokenization_spaces` is True).
-_CLEAN_UP = (
-    (" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"),
-    (" n't", "n't"), (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"),
-)
 _RE2_SPECIAL = set(r"\.^$|?*+()[]{}")
 
 
@@ -27,7 +21,8 @@ class GreedyCTCDecoder:
     word delimiter dropped (before merging, as the tokenizer does); repeated tokens merged; the pad token
     (the CTC blank) dropped; the word delimiter ("|") -> `replace_word_delimiter_char` (" "); tokens
     joined and stripped; lower-cased if `do_lower_case`; spaces before punctuation removed if
-    `clean_up_tokenization_spaces`. All tables are built once from the tokenizer at construction.
+    `clean_up_tokenization_spaces`. The per-id tables come from `tokenizer.ctc_decoding_table` (the one
+    definition of these rules), built once at construction.
 
     Args:
         tokenizer: HubertCTCTokenizer.
@@ -57,27 +52,19 @@ class GreedyCTCDecoder:
     """
 
     def __init__(self, tokenizer, num_classes: int, skip_special_tokens: bool = False):
-        known = list(tokenizer.decoder) + list(getattr(tokenizer, "added_decoder", {}))
-        size = max([int(num_classes)] + [int(i) + 1 for i in known])
-        tokens = []
-        for index in range(size):
-            token = tokenizer.convert_ids_to_tokens(index)
-            tokens.append("" if token is None else str(token))
-        delimiter = tokenizer.word_delimiter_token
-        dropped = set(tokenizer.all_special_tokens) - {delimiter} if skip_special_tokens else set()
-        first_id: dict[str, int] = {}
-        # Merging compares tokens, not ids: ids sharing a token (e.g. unknown ids -> "<unk>") share an id here.
-        self.canonical_ids = np.array([first_id.setdefault(t, i) for i, t in enumerate(tokens)], np.int32)
-        self.kept = np.array([t not in dropped for t in tokens], bool)
-        self.blank = np.array([t == tokenizer.pad_token for t in tokens], bool)
-        replacement = tokenizer.replace_word_delimiter_char
-        self.pieces = np.array([replacement if t == delimiter else t for t in tokens], object)
-        pad_id = tokenizer.pad_token_id
-        self.pad_id = int(pad_id) if pad_id is not None else 0
+        # Every rule (specials, blank, delimiter, merging, clean-up pairs) comes from the tokenizer's one
+        # definition; this class only turns the table into graph ops.
+        table = tokenizer.ctc_decoding_table(num_classes, skip_special_tokens=skip_special_tokens)
+        self.table = table
+        self.canonical_ids = table.merge_ids
+        self.kept = ~table.dropped
+        self.blank = table.blank
+        self.pieces = np.array(table.pieces, object)
+        self.pad_id = table.pad_id
         self.num_classes = int(num_classes)
         self.skip_special_tokens = bool(skip_special_tokens)
-        self.do_lower_case = bool(tokenizer.do_lower_case)
-        self.clean_up_tokenization_spaces = bool(tokenizer.clean_up_tokenization_spaces)
+        self.do_lower_case = table.lower_case
+        self.clean_up = tuple((_re2_literal(before), after) for before, after in table.clean_up)
 
     def __call__(self, logits, frame_lengths):
         logits = tf.convert_to_tensor(logits)
@@ -101,7 +88,6 @@ class GreedyCTCDecoder:
         text = tf.strings.strip(tf.strings.reduce_join(pieces, axis=1))  # [batch]
         if self.do_lower_case:
             text = tf.strings.lower(text, encoding="utf-8")
-        if self.clean_up_tokenization_spaces:
-            for before, after in _CLEAN_UP:
-                text = tf.strings.regex_replace(text, _re2_literal(before), after)
+        for pattern, after in self.clean_up:
+            text = tf.strings.regex_replace(text, pattern, after)
         return text, token_ids

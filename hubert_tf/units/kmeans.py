@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Iterable
 
 import numpy as np
+
+from ..files import loads_json
 
 FORMAT_VERSION = 1
 
@@ -150,18 +151,34 @@ class KMeans:
     # ------------------------------------------------------------------------- files
     def save(self, path: str | os.PathLike) -> str:
         """Writes `path` (`.npz` appended if missing): `centroids` float32 [k, dims] and `metadata`, a JSON
-        string (n_clusters, dim, seed, inertia and the user's metadata). Loads without pickle."""
+        string (n_clusters, dim, seed, inertia and the user's metadata). Loads without pickle.
+
+        The metadata is serialised first (numpy scalars become Python numbers; anything else that is not
+        JSON data raises a ValueError naming it), then the file is written atomically
+        (`hubert_tf.files.atomic_write`): a failure leaves any previous file at `path` intact.
+
+        Example:
+
+        >>> import os, tempfile
+        >>> km = KMeans(2).fit(np.array([[0.0], [0.1], [5.0], [5.1]]))
+        >>> path = km.save(os.path.join(tempfile.mkdtemp(), "km"))
+        >>> KMeans.load(path).n_clusters, path.endswith(".npz")
+        (2, True)
+        """
+        from ..files import atomic_write
+        from ..processing.feature_extraction import json_text
+
         self._check_fitted()
         path = os.fspath(path)
         if not path.endswith(".npz"):
             path += ".npz"
         info = {"format_version": FORMAT_VERSION, "n_clusters": self.n_clusters, "dim": self.dim,
                 "seed": self.seed, "inertia": self.inertia, **self.metadata}
+        metadata = np.array(json_text(info, f"{path} metadata"))
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
-        tmp = path + ".tmp.npz"
-        np.savez(tmp, centroids=self.centroids, metadata=np.array(json.dumps(info, sort_keys=True)))
-        os.replace(tmp, path)
+        with atomic_write(path, "wb") as f:
+            np.savez(f, centroids=self.centroids, metadata=metadata)
         return path
 
     @classmethod
@@ -181,7 +198,9 @@ class KMeans:
                 if "centroids" not in data.files:
                     raise ValueError(f"{path}: no 'centroids' array (found {data.files})")
                 centroids = data["centroids"]
-                info = json.loads(str(data["metadata"])) if "metadata" in data.files else {}
+                info = loads_json(str(data["metadata"]), f"{path} metadata") if "metadata" in data.files else {}
+        if not isinstance(info, dict):
+            raise ValueError(f"{path}: metadata must be a JSON object, got {type(info).__name__}")
         if centroids.ndim != 2:
             raise ValueError(f"{path}: centroids must have shape [n_clusters, dims], got {centroids.shape}")
         metadata = {k: v for k, v in info.items()

@@ -1,10 +1,11 @@
 """MFCC targets of HuBERT's first iteration: 13 coefficients + deltas + delta-deltas (39 dims) at 100 Hz,
-computed with `tf.signal`."""
+computed with `tf.signal`. TensorFlow is imported on first use, not with this module."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
-import tensorflow as tf
 
 SAMPLING_RATE = 16000
 WINDOW_SECONDS = 0.025  # 400 samples at 16 kHz
@@ -25,6 +26,8 @@ def compute_deltas(features, window: int = 2):
     """
     if window < 1:
         raise ValueError(f"window must be >= 1, got {window}")
+    import tensorflow as tf
+
     x = tf.convert_to_tensor(features, tf.float32)
     frames = tf.shape(x)[-2]
     # Clamped indices repeat the edge frames.
@@ -38,16 +41,23 @@ def compute_deltas(features, window: int = 2):
     return delta / denominator
 
 
-@tf.function(reduce_retracing=True)
-def _log_mel(audio, sampling_rate, num_mel_bins, frame_length, frame_step, fft_length):
-    stft = tf.signal.stft(audio, frame_length=frame_length, frame_step=frame_step, fft_length=fft_length,
-                          window_fn=tf.signal.hann_window)  # [frames, fft_length // 2 + 1]
-    power = tf.square(tf.abs(stft))
-    mel_matrix = tf.signal.linear_to_mel_weight_matrix(
-        num_mel_bins=num_mel_bins, num_spectrogram_bins=fft_length // 2 + 1, sample_rate=sampling_rate,
-        lower_edge_hertz=20.0, upper_edge_hertz=sampling_rate / 2.0,
-    )  # [bins, mels]
-    return tf.math.log(tf.maximum(tf.matmul(power, mel_matrix), LOG_FLOOR))  # [frames, mels]
+@functools.lru_cache(maxsize=None)
+def _log_mel_function():
+    """The compiled log-mel spectrogram, built (and TensorFlow imported) on the first call."""
+    import tensorflow as tf
+
+    @tf.function(reduce_retracing=True)
+    def log_mel(audio, sampling_rate, num_mel_bins, frame_length, frame_step, fft_length):
+        stft = tf.signal.stft(audio, frame_length=frame_length, frame_step=frame_step, fft_length=fft_length,
+                              window_fn=tf.signal.hann_window)  # [frames, fft_length // 2 + 1]
+        power = tf.square(tf.abs(stft))
+        mel_matrix = tf.signal.linear_to_mel_weight_matrix(
+            num_mel_bins=num_mel_bins, num_spectrogram_bins=fft_length // 2 + 1, sample_rate=sampling_rate,
+            lower_edge_hertz=20.0, upper_edge_hertz=sampling_rate / 2.0,
+        )  # [bins, mels]
+        return tf.math.log(tf.maximum(tf.matmul(power, mel_matrix), LOG_FLOOR))  # [frames, mels]
+
+    return log_mel
 
 
 def mfcc(audio, sampling_rate: int = SAMPLING_RATE, num_coefficients: int = 13, num_mel_bins: int = 23,
@@ -84,7 +94,10 @@ def mfcc(audio, sampling_rate: int = SAMPLING_RATE, num_coefficients: int = 13, 
     if audio.shape[0] < frame_length:
         raise ValueError(f"audio has {audio.shape[0]} samples, fewer than one {frame_length}-sample window")
     fft_length = 1 << (frame_length - 1).bit_length()
-    log_mel = _log_mel(tf.constant(audio), float(sampling_rate), num_mel_bins, frame_length, frame_step, fft_length)
+    import tensorflow as tf
+
+    log_mel = _log_mel_function()(tf.constant(audio), float(sampling_rate), num_mel_bins, frame_length, frame_step,
+                                  fft_length)
     coefficients = tf.signal.mfccs_from_log_mel_spectrograms(log_mel)[:, :num_coefficients]  # [frames, 13]
     if deltas:
         first = compute_deltas(coefficients)
