@@ -83,3 +83,22 @@ def asr_dir_layer_norm(tmp_path_factory):
     """Layer-norm, stable-layer-norm (large-style) tiny ASR model directory."""
     return make_asr_dir(tmp_path_factory.mktemp("asr_layer"), feat_extract_norm="layer", do_stable_layer_norm=True,
                         conv_bias=True)
+
+
+# Slow tests (the 1B-parameter build, long fuzzing, big-audio memory checks) are skipped by default;
+# run them with `pytest --runslow` (or HUBERT_TF_SLOW=1).
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False, help="also run tests marked slow")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: a slow test, skipped unless --runslow (or HUBERT_TF_SLOW=1)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow") or os.environ.get("HUBERT_TF_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: run with --runslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

@@ -1,6 +1,7 @@
 """TFHubertForSequenceClassification: parity with the reference HubertForSequenceClassification (logits,
 loss; with and without the weighted layer sum; padded batch and single example), the head's training
-switches, and fit()."""
+switches, fit(), and the shared harness (tests/harness.py: round trips, variable length, predict, tf.data
+fit)."""
 
 import hashlib
 import json
@@ -11,6 +12,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from hubert_tf.modeling.masking import masked_mean
+
+import harness
 from conftest import CLASSIFICATION_CASES, FIXTURES, assert_close, fixture_dir, reference
 from hubert_tf import HubertConfig, TFHubertForSequenceClassification
 
@@ -106,7 +110,8 @@ def test_pooling_ignores_padding_and_ignored_labels():
         assert_close(batched[i], alone[0], ATOL, f"row {i} alone")
     hidden = np.random.default_rng(0).standard_normal((3, 49, 4)).astype("float32")
     frames = [49, 33, 39]  # conv formula for 4000, 2650, 3203 samples
-    pooled = model.pool(tf.constant(hidden), mask).numpy()
+    lengths = model.hubert.frame_lengths(mask.sum(-1))
+    pooled = masked_mean(tf.constant(hidden), tf.sequence_mask(lengths, hidden.shape[1])).numpy()
     np.testing.assert_allclose(pooled, [hidden[i, :n].mean(0) for i, n in enumerate(frames)], atol=1e-6)
     labels = ref["batch_labels"].copy()
     labels[1] = -100
@@ -198,9 +203,7 @@ def test_freezing_leaves_only_the_head_trainable():
         np.testing.assert_array_equal(b, v.numpy())
 
 
-def test_keras_config_round_trip():
-    model = load("cls_weighted")
-    clone = TFHubertForSequenceClassification.from_config(model.get_config())
-    clone.set_weights(model.get_weights())
-    x = reference("cls_weighted")["single_input_values"]
-    np.testing.assert_allclose(clone(x).logits, model(x).logits, atol=1e-6)
+@pytest.mark.parametrize("case, check", harness.params(["TFHubertForSequenceClassification"],
+                                                       harness.ROUND_TRIPS + harness.RUNS))
+def test_harness(case, check, tmp_path):
+    check(harness.CASES[case], tmp_path)

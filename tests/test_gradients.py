@@ -1,66 +1,85 @@
 """Gradient parity with the reference PyTorch implementation: d(CTC loss)/d(weight) for every weight of
-tiny HubertForCTC checkpoints, on a padded batch in eval mode (no dropout, no masking).
+tiny HubertForCTC checkpoints on a padded batch, in eval mode (tests/fixtures/<case>/reference.npz) and
+in training mode (tests/fixtures/training_gradients/<case>.npz, torch `model.train()`).
 
-The reduction is the fixture's `grad_reduction` (the case's configured one: "sum" for base_style,
-"mean" for large_style).
+Training mode is made deterministic on both sides: every dropout probability and layerdrop of the
+fixtures is 0 and `apply_spec_augment` is off for the call, so no time or feature mask is drawn although
+`mask_time_prob > 0` (`masked_spec_embed` exists and gets no gradient). It still runs other code:
+batch norm on the batch statistics (batch_norm_pos) and our feature encoder's matmul-form convolution
+(the conv op in eval). The geometry_* cases reach the feature encoder's other branches (see their
+SOURCE.json "covers").
 
-Tolerance per tensor: max |ours - reference| <= 1e-3 * max |reference| + 1e-6 * max(1, G), G the largest
-reference gradient of the model (the absolute term covers the attention key biases, whose exact gradient
-is zero, softmax ignoring a constant added to every key: both sides hold rounding noise that grows with
-the loss).
+The reduction is the case's configured one ("sum" or "mean"; `grad_reduction` / `reduction` in the
+fixture).
+
+Tolerance per tensor (`harness.assert_gradients_match`): max |ours - reference| <= 1e-3 * max |reference|
++ 1e-6 * max(1, G), G the largest reference gradient of the model (the absolute term covers the attention
+key biases, whose exact gradient is zero, softmax ignoring a constant added to every key: both sides hold
+rounding noise that grows with the loss).
 """
+
+import hashlib
+import json
+import os
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import hubert_tf
-from conftest import fixture_dir, reference, reference_class
+from conftest import FIXTURES, fixture_dir, reference, reference_class
+from harness import assert_gradients_match
 from hubert_tf.checkpoints.names import reference_entries
 
-CASES = ("base_style", "large_style", "batch_norm_pos", "odd_pos_kernel")
-RTOL = 1e-3
-ATOL = 1e-6
+CASES = ("base_style", "large_style", "batch_norm_pos", "odd_pos_kernel",
+         "geometry_group_bias", "geometry_group_wide", "geometry_layer")
+TRAINING = os.path.join(FIXTURES, "training_gradients")
+with open(os.path.join(TRAINING, "SOURCE.json")) as _f:
+    TRAINING_CASES = tuple(sorted(json.load(_f)["cases"]))
+RTOL_LOSS = 1e-4
 
 
-def our_gradients(case):
-    """(model, reference arrays, [(name-table entry, our gradient in the reference layout or None)])."""
-    model = getattr(hubert_tf, "TF" + reference_class(case)).from_pretrained(fixture_dir(case))
-    ref = reference(case)
-    model.config.ctc_loss_reduction = str(ref["grad_reduction"])
+def training_reference(case):
+    """The training-mode reference of `case`, checked to belong to the fixture's current weights."""
+    with open(os.path.join(TRAINING, "SOURCE.json")) as f:
+        expected_sha = json.load(f)["cases"][case]["model.safetensors sha256"]
+    with open(os.path.join(fixture_dir(case), "model.safetensors"), "rb") as f:
+        sha = hashlib.sha256(f.read()).hexdigest()
+    assert sha == expected_sha, f"tests/fixtures/{case} changed: rerun tools/make_fixtures.py training_gradients"
+    with np.load(os.path.join(TRAINING, f"{case}.npz")) as data:
+        return {k: data[k] for k in data.files}
+
+
+def our_gradients(model, ref, reduction, training):
+    """(loss, [(name-table entry, our gradient in the reference layout or None)]) on the fixture's batch."""
+    model.config.ctc_loss_reduction = reduction
     inputs = {"input_values": ref["batch_input_values"], "attention_mask": ref["batch_attention_mask"]}
     entries = list(reference_entries(model))
     with tf.GradientTape() as tape:
-        loss = model(inputs, labels=ref["batch_labels"], training=False).loss
+        loss = model(inputs, labels=ref["batch_labels"], training=training).loss
     grads = tape.gradient(loss, [entry.variable for entry in entries])
-    pairs = [(entry, None if g is None else entry.to_reference(np.asarray(g))) for entry, g in zip(entries, grads)]
-    return model, ref, pairs
+    return float(loss), [(e, None if g is None else e.to_reference(np.asarray(g))) for e, g in zip(entries, grads)]
+
+
+def load(case, **config_overrides):
+    return getattr(hubert_tf, "TF" + reference_class(case)).from_pretrained(fixture_dir(case), **config_overrides)
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_gradients_match_reference(case):
-    model, ref, pairs = our_gradients(case)
-    reference_grads = {k[len("grad/"):]: ref[k] for k in ref if k.startswith("grad/")}
-    assert reference_grads, f"{case}: the fixture holds no gradients"
-    matched, worst = set(), 0.0
-    atol = ATOL * max(1.0, max(float(np.max(np.abs(g))) for g in reference_grads.values()))
-    for entry, grad in pairs:
-        key = next((k for k in entry.keys if k in reference_grads), None)
-        if key is None:
-            # No reference gradient: a buffer (batch-norm statistics) or a weight the loss does not reach
-            # in eval mode (masked_spec_embed); ours must be absent or zero too.
-            assert not entry.variable.trainable or grad is None or not np.any(grad), \
-                f"{case}: {entry.keys[0]} has a gradient but the reference has none"
-            continue
-        expected = reference_grads[key]
-        assert grad is not None, f"{case}: no gradient for {key}"
-        assert grad.shape == expected.shape, f"{case}: {key} gradient shape {grad.shape} != {expected.shape}"
-        scale = float(np.max(np.abs(expected)))
-        diff = float(np.max(np.abs(grad.astype(np.float64) - expected)))
-        assert diff <= RTOL * scale + atol, f"{case}: {key}: max |diff| {diff:.3g} vs max |ref| {scale:.3g}"
-        if scale > 1e-5:  # the relative error of the zero-gradient key biases is noise
-            worst = max(worst, diff / scale)
-        matched.add(key)
-    missing = set(reference_grads) - matched
-    assert not missing, f"{case}: reference gradients without a weight of ours: {sorted(missing)}"
-    print(f"{case}: {len(matched)} gradients, max relative error {worst:.2e}")
+    ref = reference(case)
+    _, pairs = our_gradients(load(case), ref, str(ref["grad_reduction"]), training=False)
+    assert_gradients_match(f"{case} eval", pairs, {k[len("grad/"):]: ref[k] for k in ref if k.startswith("grad/")})
+
+
+@pytest.mark.parametrize("case", TRAINING_CASES)
+def test_training_mode_gradients_match_reference(case):
+    ref, expected = reference(case), training_reference(case)
+    model = load(case, apply_spec_augment=False)  # as the fixture: no mask drawn in training
+    assert model.config.apply_spec_augment is False and model.config.mask_time_prob > 0
+    loss, pairs = our_gradients(model, ref, str(expected["reduction"]), training=True)
+    want = float(expected["loss"])
+    assert abs(loss - want) <= RTOL_LOSS * abs(want), f"{case} training loss {loss} vs reference {want}"
+    assert_gradients_match(f"{case} training", pairs,
+                           {k[len("grad/"):]: expected[k] for k in expected if k.startswith("grad/")})
+

@@ -1,12 +1,16 @@
 """Mixed precision: "mixed_bfloat16" and "mixed_float16" policies, given to the model (`dtype=`) or set
 globally, reach every layer, keep float32 variables and float32 logits, stay close to the float32
-reference, and train with finite losses (mixed_float16 with Keras' automatic loss scaling)."""
+reference, and train with finite losses (mixed_float16 with Keras' automatic loss scaling); every model
+class runs under mixed_bfloat16 (the harness's `run_mixed_precision`)."""
+
+import dataclasses
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+import harness
 from conftest import fixture_dir, reference
 from hubert_tf import TFHubertForCTC
 
@@ -25,50 +29,33 @@ def global_policy():
     keras.mixed_precision.set_global_policy(previous)
 
 
-def build(config, policy, how, set_policy):
-    keras.utils.set_random_seed(0)
-    if how == "dtype_argument":
-        return TFHubertForCTC(config, dtype=policy)
-    set_policy(policy)
-    return TFHubertForCTC(config)
+@pytest.mark.parametrize("case, check", harness.params(list(harness.CASES), [harness.run_mixed_precision]))
+def test_every_model_class_runs_in_mixed_bfloat16(case, check):
+    check(harness.CASES[case])
 
 
-def assert_policy_everywhere(model, policy):
-    layers = list(model._flatten_layers())
-    wrong = [layer.name for layer in layers if layer.dtype_policy.name != policy]
-    assert not wrong, f"layers without the {policy} policy: {wrong}"
-    assert {v.dtype for v in model.weights} == {"float32"}
-    # Weight normalisation and the channel norm read their float32 values, not half-precision copies.
-    conv = model.hubert.encoder.pos_conv_embed.conv
-    norm = model.hubert.feature_extractor.conv_layers[0].layer_norm
-    float32_reads = [getattr(conv, name) for name in ("weight_v", "weight_g") if conv.weight_norm]
-    if model.config.feat_extract_norm == "group":
-        float32_reads += [norm.gamma, norm.beta]
-    assert not any(v._autocast for v in float32_reads)
-
-
-@pytest.mark.parametrize("how", ["dtype_argument", "global_policy"])
 @pytest.mark.parametrize("policy", POLICIES)
-def test_mixed_precision_trains_with_finite_losses(tiny_config, global_policy, policy, how):
-    config = tiny_config.copy(mask_time_prob=0.1, mask_time_length=2, mask_feature_prob=0.2, mask_feature_length=4)
-    model = build(config, policy, how, global_policy)
-    assert_policy_everywhere(model, policy)
-    rng = np.random.default_rng(0)
-    data = {
-        "input_values": rng.standard_normal((8, 3200)).astype("float32"),
-        "labels": rng.integers(1, config.vocab_size, (8, 5)).astype("int32"),
-    }
-    assert model(data).logits.dtype == tf.float32
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    if policy == "mixed_float16":
-        assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
-    before = model.lm_head.kernel.numpy().copy()
-    history = model.fit(tf.data.Dataset.from_tensor_slices(data).batch(2), epochs=2, verbose=0)
-    losses = history.history["loss"]
-    print(f"{policy} ({how}): losses {losses}")
-    assert np.all(np.isfinite(losses))
-    assert not np.array_equal(model.lm_head.kernel.numpy(), before)  # some steps were applied
-    assert all(np.all(np.isfinite(v.numpy())) for v in model.weights)
+def test_a_global_policy_reaches_every_layer(global_policy, policy):
+    global_policy(policy)
+    harness.assert_policy_everywhere(harness.CASES["TFHubertForCTC"].build(), policy)
+
+
+@pytest.mark.parametrize("policy, how", [("mixed_bfloat16", "dtype_argument"), ("mixed_float16", "global_policy")])
+def test_mixed_precision_trains_with_finite_losses(global_policy, policy, how):
+    """fit() steps on tf.data with SpecAugment on (time and feature masks), the policy given to the
+    model or set globally: every layer takes it, the loss is finite (mixed_float16 with Keras' loss
+    scaling) and the weights are updated (`harness.run_fit_one_step`)."""
+    case = harness.CASES["TFHubertForCTC"]
+    case = dataclasses.replace(case, config=case.config.copy(
+        mask_time_prob=0.1, mask_time_length=2, mask_feature_prob=0.2, mask_feature_length=4))
+    steps = 16 if policy == "mixed_float16" else 1  # loss scaling skips the first, overflowing steps
+    if how == "global_policy":
+        global_policy(policy)
+        model, loss = harness.run_fit_one_step(case, steps=steps)
+    else:
+        model, loss = harness.run_fit_one_step(case, dtype=policy, steps=steps)
+    harness.assert_policy_everywhere(model, policy)
+    print(f"{policy} ({how}): loss {loss}")
 
 
 @pytest.mark.parametrize("policy", POLICIES)
@@ -76,7 +63,7 @@ def test_mixed_precision_trains_with_finite_losses(tiny_config, global_policy, p
 def test_mixed_precision_stays_close_to_float32_reference(case, policy):
     ref = reference(case)
     model = TFHubertForCTC.from_pretrained(fixture_dir(case), dtype=policy)
-    assert_policy_everywhere(model, policy)
+    harness.assert_policy_everywhere(model, policy)
     inputs = {"input_values": ref["batch_input_values"], "attention_mask": ref["batch_attention_mask"]}
     out = model(inputs, labels=ref["batch_labels"])
     assert out.logits.dtype == tf.float32 and out.loss.dtype == tf.float32

@@ -1,12 +1,13 @@
 """The Keras API of the models: input formats, outputs, graph modes, functional use, layer configs,
-explicit time masks, and clear errors for bad inputs."""
+explicit time masks, and clear errors for bad inputs; the shared harness (tests/harness.py: round trips,
+variable length, predict, tf.data fit) for TFHubertModel and TFHubertForCTC."""
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import hubert_tf
+import harness
 from conftest import assert_close, fixture_dir, reference
 from hubert_tf import TFHubertForCTC, TFHubertModel
 from hubert_tf.modeling import (
@@ -16,6 +17,12 @@ from hubert_tf.modeling import (
 )
 
 ATOL = 1e-4
+
+
+@pytest.mark.parametrize("case, check", harness.params(["TFHubertModel", "TFHubertForCTC"],
+                                                       harness.ROUND_TRIPS + harness.RUNS))
+def test_harness(case, check, tmp_path):
+    check(harness.CASES[case], tmp_path)
 
 
 @pytest.fixture(scope="module")
@@ -87,19 +94,6 @@ def test_symbolic_functional_model_predicts_same_values(ctc, ref):
     assert_close(got, ref["single_logits"], ATOL, "functional logits")
 
 
-def test_one_trace_serves_every_length(ctc):
-    traces = []
-
-    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32)])
-    def infer(x):
-        traces.append(1)
-        return ctc(x).logits
-
-    for n in (1600, 3200, 4000, 7777):
-        assert infer(tf.zeros([1, n])).shape[1] == ctc.hubert.frame_lengths(n)
-    assert len(traces) == 1
-
-
 def test_explicit_mask_time_indices_match_reference():
     ref = reference("large_style")
     model = TFHubertForCTC.from_pretrained(fixture_dir("large_style"))
@@ -129,13 +123,6 @@ def test_layers_round_trip_their_config(tiny_config):
         config = layer.get_config()
         clone = type(layer).from_config(config)
         assert clone.get_config() == config, type(layer).__name__
-
-
-def test_models_round_trip_their_config(tiny_config):
-    model = TFHubertForCTC(tiny_config)
-    clone = TFHubertForCTC.from_config(model.get_config())
-    assert clone.config == model.config
-    assert [v.shape for v in clone.weights] == [v.shape for v in model.weights]
 
 
 def test_weights_exist_before_the_first_call(tiny_config):

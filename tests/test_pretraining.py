@@ -1,6 +1,8 @@
-"""TFHubertForPreTraining: the fairseq HuBERT objective (checked against a numpy transcription of fairseq's
-`compute_nce` + `hubert` criterion), gradient scaling of the conv encoder, label rates, padding, loading a
-base checkpoint, and an end-to-end pretraining run on a synthetic corpus with MFCC k-means targets."""
+"""TFHubertForPreTraining: the fairseq HuBERT objective (loss, logits, accuracies and training-mode
+gradients checked against fairseq's loss in torch on the transformers body, recorded at fixture time by
+tools/fixtures_pretraining.py), the shared harness, gradient scaling of the conv encoder, label rates,
+padding, loading a base checkpoint, and an end-to-end pretraining run on a synthetic corpus with MFCC
+k-means targets."""
 
 import time
 
@@ -9,10 +11,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import harness
 from conftest import assert_close, fixture_dir, reference
+from harness import assert_gradients_match
 from hubert_tf import HubertConfig, TFHubertForPreTraining, TFHubertModel
 from hubert_tf.checkpoints.names import reference_entries
-from hubert_tf.modeling.pretraining import align_labels
+from hubert_tf.modeling.pretraining import align_labels, masked_prediction_terms
 
 SR = 16000
 
@@ -32,70 +36,92 @@ def fixed_mask(batch, frames, seed=0):
     return np.random.default_rng(seed).random((batch, frames)) < 0.5
 
 
-def fairseq_loss(model, out, labels, mask, lengths, pen):
-    """numpy transcription of fairseq: compute_pred / compute_nce (positive first, all clusters as
-    negatives, the positive's duplicate set to -inf) -> cross-entropy with target 0, summed; the criterion
-    adds pred_nomask_weight x unmasked, divides by the sample size and adds 10 x features_pen."""
-    last = out.hidden_states[-1].numpy().astype(np.float64)
-    kernel, bias = (v.numpy().astype(np.float64) for v in model.final_proj.weights)
-    embs = model.label_embs_concat.numpy().astype(np.float64)
-    valid = np.arange(last.shape[1])[None, :] < lengths[:, None]
-
-    def nce_sum(select):
-        proj = last[select] @ kernel + bias  # [S, D]
-        target = labels[select]
-        pos = embs[target]  # [S, D]
-        cands = np.concatenate([pos[None], np.repeat(embs[:, None], len(target), 1)], 0)  # [1 + K, S, D]
-        cos = np.sum(proj[None] * cands, -1) / np.maximum(
-            np.linalg.norm(proj, axis=-1)[None] * np.linalg.norm(cands, axis=-1), 1e-8)
-        logits = cos / model.logit_temp
-        neg_is_pos = np.arange(embs.shape[0])[:, None] == target[None, :]  # [K, S]
-        logits[1:][neg_is_pos] = -np.inf
-        logits = logits.T  # [S, 1 + K]
-        logp = logits - np.log(np.sum(np.exp(logits - logits.max(1, keepdims=True)), 1, keepdims=True)) \
-            - logits.max(1, keepdims=True)
-        correct = np.sum(np.argmax(logits, 1) == 0)
-        return -np.sum(logp[:, 0]), select.sum(), correct
-
-    loss_m, n_m, c_m = nce_sum(valid & mask)
-    loss_u, n_u, c_u = nce_sum(valid & ~mask)
-    w_m, w_u = model.pred_masked_weight, model.pred_nomask_weight
-    sample_size = (n_m if w_m > 0 else 0) + (n_u if w_u > 0 else 0)
-    loss = (w_m * loss_m + w_u * loss_u) / sample_size + model.feature_pen_weight * pen
-    return loss, c_m / n_m, c_u / n_u
+# ----------------------------------------------------------------------------- the loss, against fairseq's
+# tests/fixtures/pretraining was written by tools/fixtures_pretraining.py: fairseq's HuBERT forward and
+# criterion (compute_pred / compute_nce / HubertCriterion, GradMultiply), written in torch from fairseq's
+# source, on a transformers HubertModel body with this checkpoint's final_proj and label_embs_concat;
+# pred_nomask_weight 0.5, feature_pen_weight 10, feature_grad_mult 0.1; a padded batch of two, a fixed mask.
+LOSS_RTOL = 1e-5  # measured 3e-7
+LOGITS_ATOL = 1e-4  # logits are cosine / 0.1, up to 10 in size; measured 3e-6
+PEN_RTOL = 1e-5
 
 
-@pytest.mark.parametrize("nomask_weight", [0.0, 0.5])
-def test_loss_is_fairseqs(nomask_weight):
-    keras.utils.set_random_seed(1)
-    model = TFHubertForPreTraining(tiny(pred_nomask_weight=nomask_weight))
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((2, 8000)).astype("float32")
-    attention_mask = np.ones_like(x, dtype="int32")
-    attention_mask[1, 5000:] = 0
-    frames = 24
-    labels = rng.integers(0, 7, (2, frames))
-    mask = fixed_mask(2, frames)
-    out = model({"input_values": x, "attention_mask": attention_mask, "labels": labels, "mask_time_indices": mask},
-                output_hidden_states=True)
-    lengths = np.array([24, 15])
-    # features_pen: the mean square of the conv features over the whole padded batch, as fairseq.
-    features = model.hubert.feature_extractor(x).numpy()
-    np.testing.assert_allclose(float(out.features_pen), np.mean(features.astype(np.float64) ** 2), rtol=1e-5)
-    want, acc_m, acc_u = fairseq_loss(model, out, labels, mask, lengths, float(out.features_pen))
-    print(f"nomask_weight={nomask_weight}: loss {float(out.loss):.6f} vs fairseq transcription {want:.6f}")
-    assert abs(float(out.loss) - want) <= 1e-5 * abs(want)
-    # Accuracy as fairseq's compute_correct.
-    terms = model.masked_prediction(labels, out.logits, mask, out.features_pen, lengths)
-    assert abs(float(terms["correct_masked"] / terms["count_masked"]) - acc_m) < 1e-6
-    assert abs(float(terms["correct_unmasked"] / terms["count_unmasked"]) - acc_u) < 1e-6
+@pytest.fixture(scope="module")
+def fairseq_fixture():
+    ref = reference("pretraining")
+    inputs = {k: ref[k] for k in ("input_values", "attention_mask", "labels", "mask_time_indices")}
+    return ref, inputs
+
+
+def check_fairseq_logits(what, ours, fairseq, labels):
+    """ours [S, K] (cosine / temp of every cluster) against fairseq's compute_nce logits [S, 1 + K]:
+    column 0 is the positive (the label's cluster), columns 1.. every cluster with the label's set to -inf."""
+    rows = np.arange(len(labels))
+    assert fairseq.shape == (len(labels), ours.shape[1] + 1), (what, fairseq.shape, ours.shape)
+    assert np.all(np.isneginf(fairseq[rows, 1 + labels])), f"{what}: fairseq's duplicate positive is not -inf"
+    negatives = fairseq[:, 1:].copy()
+    negatives[rows, labels] = fairseq[:, 0]
+    return assert_close(ours, negatives, LOGITS_ATOL, f"{what} logits")
+
+
+def test_loss_and_logits_match_fairseq(fairseq_fixture):
+    ref, inputs = fairseq_fixture
+    model = TFHubertForPreTraining.from_pretrained(fixture_dir("pretraining"))
+    assert (model.pred_masked_weight, model.pred_nomask_weight, model.feature_grad_mult) == (1.0, 0.5, 0.1)
+    out = model(inputs)
+    np.testing.assert_array_equal(out.mask_time_indices.numpy(), ref["mask_time_indices"])
+    assert float(out.features_pen) == pytest.approx(float(ref["features_pen"]), rel=PEN_RTOL)
+    logits, labels = out.logits.numpy(), ref["labels"]
+    diff_m = check_fairseq_logits("masked", logits[ref["masked"]], ref["logit_m"], labels[ref["masked"]])
+    diff_u = check_fairseq_logits("unmasked", logits[ref["unmasked"]], ref["logit_u"], labels[ref["unmasked"]])
+    loss, want = float(out.loss), float(ref["loss"])
+    print(f"pretraining loss {loss:.7f} vs fairseq {want:.7f} (relative {abs(loss - want) / want:.1e}); "
+          f"logits max abs diff masked {diff_m:.1e}, unmasked {diff_u:.1e}")
+    assert abs(loss - want) <= LOSS_RTOL * abs(want)
+    # Frame counts and accuracies as fairseq's compute_correct.
+    lengths = (ref["masked"] | ref["unmasked"]).sum(axis=1)  # fairseq's valid frames per row
+    terms = masked_prediction_terms(out.logits, labels, out.mask_time_indices, lengths)
+    assert (int(terms["count_masked"]), int(terms["count_unmasked"])) == (int(ref["count_m"]), int(ref["count_u"]))
+    assert (int(terms["correct_masked"]), int(terms["correct_unmasked"])) == \
+        (int(ref["correct_m"]), int(ref["correct_u"]))
     # Labels on padded frames do not matter.
-    labels2 = labels.copy()
-    labels2[1, 15:] = (labels2[1, 15:] + 1) % 7
-    out2 = model({"input_values": x, "attention_mask": attention_mask, "labels": labels2, "mask_time_indices": mask})
-    assert float(out2.loss) == pytest.approx(float(out.loss), rel=1e-6)
+    padded = ~(ref["masked"] | ref["unmasked"])
+    assert padded.any()
+    other = dict(inputs, labels=np.where(padded, (labels + 1) % model.num_clusters, labels))
+    assert float(model(other).loss) == pytest.approx(loss, rel=1e-6)
 
 
+def test_loss_without_the_unmasked_term_matches_fairseq(fairseq_fixture):
+    """pred_nomask_weight=0 (fairseq's default): the criterion's own combination of the fixture's fairseq
+    sums, L_m / n_m + 10 * features_pen."""
+    ref, inputs = fairseq_fixture
+    model = TFHubertForPreTraining.from_pretrained(fixture_dir("pretraining"), pred_nomask_weight=0.0)
+    want = float(ref["loss_m"]) / int(ref["count_m"]) + 10.0 * float(ref["features_pen"])
+    assert float(model(inputs).loss) == pytest.approx(want, rel=LOSS_RTOL)
+
+
+def test_gradients_match_fairseq_in_training_mode(fairseq_fixture):
+    """d(loss)/d(weight) of every weight (final_proj, label_embs_concat, masked_spec_embed and the body,
+    the conv encoder's scaled by feature_grad_mult) against torch's backward through fairseq's loss, both in
+    training mode with dropout 0 and the fixed mask."""
+    ref, inputs = fairseq_fixture
+    model = TFHubertForPreTraining.from_pretrained(fixture_dir("pretraining"))
+    entries = list(reference_entries(model))
+    with tf.GradientTape() as tape:
+        loss = model(inputs, training=True).loss
+    grads = tape.gradient(loss, [e.variable for e in entries])
+    assert float(loss) == pytest.approx(float(ref["loss"]), rel=LOSS_RTOL)
+    pairs = [(e, None if g is None else e.to_reference(np.asarray(g))) for e, g in zip(entries, grads)]
+    assert_gradients_match("pretraining training", pairs,
+                           {k[len("grad/"):]: ref[k] for k in ref if k.startswith("grad/")})
+
+
+@pytest.mark.parametrize("case, check", harness.params(["TFHubertForPreTraining"], harness.ROUND_TRIPS + harness.RUNS))
+def test_harness(case, check, tmp_path):
+    check(harness.CASES[case], tmp_path)
+
+
+# ----------------------------------------------------------------------------- training details
 def test_feature_grad_mult_scales_only_the_conv_gradients():
     x = np.random.default_rng(0).standard_normal((2, 6400)).astype("float32")
     labels = np.random.default_rng(1).integers(0, 7, (2, 19))

@@ -2,14 +2,23 @@
 
 Needs torch and transformers>=5 (the PyTorch reference), never the test suite itself:
 
-    python -m venv /tmp/ref && /tmp/ref/bin/pip install torch==2.13.0 "transformers>=5"
-    /tmp/ref/bin/python tools/make_fixtures.py
+    python3 -m venv /work/venv-ref && /work/venv-ref/bin/pip install torch==2.13.0 "transformers>=5" numpy h5py safetensors
+    /work/venv-ref/bin/python tools/make_fixtures.py                  # everything
+    /work/venv-ref/bin/python tools/make_fixtures.py geometry_layer   # one case (names: CASES below)
+    /work/venv-ref/bin/python tools/make_fixtures.py training_gradients pretraining
 
 For every case it builds a tiny randomly initialised reference model (every weight random, norms and
 batch-norm statistics included), saves it with `save_pretrained` (config.json + model.safetensors),
 and records the reference outputs on a padded batch and on an unpadded single example in
 `reference.npz`. Hidden states follow the transformers 4.x convention (the encoder input, then each
-layer's output, the last entry equal to last_hidden_state), captured with hooks.
+layer's output, the last entry equal to last_hidden_state), captured with hooks. The geometry_* cases
+vary the conv stack (which feature-encoder branch each reaches: "covers" in their SOURCE.json).
+
+`training_gradients` records the CTC gradients of some cases in training mode (written to
+tests/fixtures/training_gradients/, keyed by the sha256 of the case's checkpoint: rerun it after
+regenerating one of those cases). `pretraining` runs tools/fixtures_pretraining.py (fairseq's HuBERT loss
+in torch on a transformers body). The same seeds give the same bytes: regenerating an unchanged case
+rewrites identical files.
 """
 
 from __future__ import annotations
@@ -46,6 +55,44 @@ CASES = {
     "cls_weighted": ("HubertForSequenceClassification", dict(num_labels=3, classifier_proj_size=24,
                                                               use_weighted_layer_sum=True,
                                                               feat_extract_norm="layer", do_stable_layer_norm=True)),
+    # Other conv geometries (the cases above share TINY's (10, 5, 4) / (5, 4, 4) stack, whose every layer
+    # has kernel <= 2 * stride): each reaches branches of TFHubertConvLayer.call that stack never does.
+    # Frames stay at 80 samples each, so the fixtures stay as small as the ones above.
+    "geometry_group_bias": ("HubertForCTC", dict(
+        conv_dim=(16, 24, 32), conv_kernel=(10, 6, 9), conv_stride=(5, 4, 4), conv_bias=True,
+        feat_extract_norm="group", feat_extract_activation="relu")),
+    "geometry_group_wide": ("HubertForCTC", dict(
+        conv_dim=(16, 24, 32), conv_kernel=(21, 4, 3), conv_stride=(5, 4, 4), conv_bias=False,
+        feat_extract_norm="group", feat_extract_activation="gelu_new", ctc_loss_reduction="mean")),
+    "geometry_layer": ("HubertForCTC", dict(
+        conv_dim=(16, 16, 24, 32), conv_kernel=(11, 3, 2, 2), conv_stride=(5, 2, 2, 4), conv_bias=True,
+        feat_extract_norm="layer", do_stable_layer_norm=False, feat_extract_activation="silu")),
+}
+
+# What each conv-geometry case covers in hubert_tf/modeling/feature_encoder.py (written to SOURCE.json).
+COVERS = {
+    "geometry_group_bias": [
+        "layer 0 (k=10 <= 2*5, group norm, 1 input channel): the folded conv+group-norm branch with a conv "
+        "bias (which cancels in the norm)",
+        "layer 1 (k=6 <= 2*4, no norm): Conv1D in eval, the windowed matmul conv in training "
+        "(conv_windows with stride < k), with bias",
+        "layer 2 (k=9 > 2*4): the plain Conv1D branch, no norm, with bias",
+        "feat_extract_activation relu",
+    ],
+    "geometry_group_wide": [
+        "layer 0 (k=21 > 2*5, group norm): the plain Conv1D branch followed by TFHubertChannelNorm "
+        "(not folded), no bias",
+        "layer 1 (k=4 <= 4): conv_windows with k == stride in training; layer 2 (k=3 < 4): k < stride",
+        "feat_extract_activation gelu_new (tanh approximation); ctc_loss_reduction mean",
+    ],
+    "geometry_layer": [
+        "layer-norm conv stack (feat_extract_norm='layer') with conv bias and a post-LN encoder "
+        "(do_stable_layer_norm=False)",
+        "layer 0 (k=11 > 2*5): plain Conv1D + layer norm on the waveform",
+        "layer 1 (k=3 <= 2*2): windowed conv with k > stride in training; layer 2 (k=2 == stride); "
+        "layer 3 (k=2 < stride 4)",
+        "four conv layers; feat_extract_activation silu",
+    ],
 }
 
 # Sample lengths of the padded batch (the longest defines the padding) and of the single example.
@@ -195,9 +242,67 @@ def run_case(name, class_name, overrides, seed):
     np.savez_compressed(os.path.join(out_dir, "reference.npz"), **arrays)
     with open(os.path.join(out_dir, "SOURCE.json"), "w") as f:
         json.dump({"model_class": class_name, "transformers": transformers.__version__, "torch": torch.__version__,
-                   "seed": seed, "overrides": {k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()}},
+                   "seed": seed, "overrides": {k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()},
+                   **({"covers": COVERS[name]} if name in COVERS else {})},
                   f, indent=2)
     print(f"{name}: {class_name} -> {out_dir} ({sum(a.nbytes for a in arrays.values() if hasattr(a, 'nbytes'))} bytes)")
+
+
+# Cases whose CTC-loss gradients are also recorded in training mode (tests/fixtures/training_gradients/).
+TRAINING_GRADIENT_CASES = ("base_style", "large_style", "batch_norm_pos", "geometry_group_bias",
+                           "geometry_group_wide", "geometry_layer")
+
+
+def sha256(path):
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def write_training_gradients(cases=TRAINING_GRADIENT_CASES):
+    """d(CTC loss)/d(weight) in training mode (`model.train()`), deterministic: every dropout and layerdrop
+    of the fixtures is 0 and `apply_spec_augment` is switched off for the call, so no time or feature mask
+    is drawn although mask_time_prob > 0 (masked_spec_embed exists and gets no gradient). Training mode
+    still changes the computation: batch norm uses the batch statistics (batch_norm_pos), and our feature
+    encoder takes its matmul-form conv path. Written to tests/fixtures/training_gradients/<case>.npz, with
+    the sha256 of the checkpoint it belongs to in SOURCE.json (the case fixtures themselves are untouched).
+    """
+    out_dir = os.path.join(FIXTURES, "training_gradients")
+    os.makedirs(out_dir, exist_ok=True)
+    source_path = os.path.join(out_dir, "SOURCE.json")
+    source = {"cases": {}}
+    if os.path.exists(source_path):
+        with open(source_path) as f:
+            source = json.load(f)
+    for case in cases:
+        src = os.path.join(FIXTURES, case)
+        with np.load(os.path.join(src, "reference.npz")) as data:
+            ref = {k: data[k] for k in ("batch_input_values", "batch_attention_mask", "batch_labels")}
+        model = transformers.HubertForCTC.from_pretrained(src, attn_implementation="eager")
+        config = model.config
+        assert config.layerdrop == 0 and all(getattr(config, k) == 0 for k in (
+            "hidden_dropout", "activation_dropout", "attention_dropout", "feat_proj_dropout", "final_dropout"))
+        config.apply_spec_augment = False  # no mask drawn in training
+        model.train()
+        model.zero_grad()
+        loss = model(input_values=torch.from_numpy(ref["batch_input_values"]),
+                     attention_mask=torch.from_numpy(ref["batch_attention_mask"]),
+                     labels=torch.from_numpy(ref["batch_labels"])).loss
+        loss.backward()
+        arrays = {"loss": np.float64(loss.item()), "reduction": np.str_(config.ctc_loss_reduction)}
+        for pname, p in model.named_parameters():
+            if p.grad is not None:
+                arrays[f"grad/{pname}"] = p.grad.numpy().copy()
+        np.savez_compressed(os.path.join(out_dir, f"{case}.npz"), **arrays)
+        source["cases"][case] = {"model.safetensors sha256": sha256(os.path.join(src, "model.safetensors")),
+                                 "mode": "train(), apply_spec_augment=False, all dropout and layerdrop 0",
+                                 "inputs": f"tests/fixtures/{case}/reference.npz batch_input_values, "
+                                           "batch_attention_mask, batch_labels"}
+        print(f"training_gradients/{case}: loss {loss.item():.6f} ({config.ctc_loss_reduction})")
+    source.update(transformers=transformers.__version__, torch=torch.__version__)
+    with open(source_path, "w") as f:
+        json.dump(source, f, indent=2, sort_keys=True)
 
 
 def write_format_variants():
@@ -242,8 +347,12 @@ def main(argv=None):
             run_case(name, class_name, overrides, seed=100 + 10 * i)
     if not args.cases or "checkpoint_formats" in args.cases:
         write_format_variants()
-    # Processing and checkpoint-format fixtures live in their own scripts.
+    if not args.cases or "training_gradients" in args.cases:
+        write_training_gradients()
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    if not args.cases or "pretraining" in args.cases:
+        __import__("fixtures_pretraining").main()
+    # Processing and checkpoint-format fixtures live in their own scripts.
     for module in ("fixtures_processing", "fixtures_formats"):
         if not args.cases and os.path.exists(os.path.join(os.path.dirname(__file__), module + ".py")):
             __import__(module).main()
