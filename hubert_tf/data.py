@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
+from .modeling.labels import ctc_frames_needed_for
 from .modeling.masking import conv_output_lengths
 
 AUDIO_EXTENSIONS = (".flac", ".wav", ".ogg", ".mp3", ".opus")
@@ -101,12 +102,10 @@ def make_dataset(
     if transcripts is not None:
         labels = [np.asarray(processor.tokenizer(text)["input_ids"], np.int32) for text in transcripts]
         if config is not None:
+            from .modeling.losses import check_labels
+
             for i, ids in enumerate(labels):
-                if ids.size and (ids.min() < 0 or ids.max() >= config.vocab_size):
-                    raise ValueError(
-                        f"transcript {i} ({transcripts[i]!r}) has label ids outside [0, {config.vocab_size}) "
-                        f"(config.vocab_size): {sorted(set(ids[(ids < 0) | (ids >= config.vocab_size)].tolist()))}"
-                    )
+                check_labels(ids, config.vocab_size, name=f"transcript {i} ({transcripts[i]!r}): label ids")
 
     warn_once = _WarnOnce()
 
@@ -120,7 +119,7 @@ def make_dataset(
         ids = labels[index]
         if config is not None and not config.ctc_zero_infinity:
             frames = int(conv_output_lengths(len(values), config.conv_kernel, config.conv_stride))
-            if _ctc_frames_needed(ids) > frames:
+            if ctc_frames_needed_for(ids) > frames:
                 warn_once(
                     f"example {index}: its {len(ids)} labels need more frames than its {len(values)} samples "
                     f"give ({frames}; labels longer than the output frames), so its CTC loss is inf. Drop or "
@@ -236,12 +235,6 @@ class _WarnOnce:
                 return
             self._done = True
         warnings.warn(message, RuntimeWarning, stacklevel=2)
-
-
-def _ctc_frames_needed(ids) -> int:
-    """Frames an alignment needs: one per label plus a blank between equal neighbours."""
-    ids = np.asarray(ids)
-    return int(len(ids) + np.sum(ids[1:] == ids[:-1]))
 
 
 def _load_waveform(item, sampling_rate, target_rate):

@@ -18,10 +18,13 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import tensorflow as tf
 
-DEFAULT_ASR_MODEL = "facebook/hubert-large-ls960-ft"
+from .configuration import DEFAULT_ASR_MODEL, DEFAULT_FEATURES_MODEL
+from .modeling.inference import inference_function
+from .modeling.masking import conv_output_lengths
+from .processing.normalize import all_finite, normalize
+
 AUTO_CHUNK_ABOVE_S = 30.0  # chunking turns on by itself for audio longer than this
 DEFAULT_CHUNK_S = 30.0
-NORMALIZE_EPS = 1e-7
 
 
 # ----------------------------------------------------------------------------------------- loading
@@ -69,77 +72,12 @@ def _load_inputs(inputs, sampling_rate: int, do_normalize: bool) -> tuple[list[n
     audios = []
     for i, item in enumerate(items):
         audio = load_audio(item, sampling_rate=sampling_rate)
-        if not np.isfinite(audio).all():
+        if not all_finite(audio):
             raise ValueError(f"input {i} contains NaN or infinite samples")
         given = item[0] if isinstance(item, tuple) else item
         owned = not (isinstance(given, np.ndarray) and np.shares_memory(audio, given))
-        audios.append(normalize(audio, do_normalize, inplace=owned))
+        audios.append(normalize(audio, inplace=owned) if do_normalize else audio)
     return audios, single
-
-
-def normalize(audio: np.ndarray, do_normalize: bool, inplace: bool = False) -> np.ndarray:
-    """Zero mean, unit variance over the whole recording (the feature extractor's normalisation).
-
-    Statistics are accumulated in float64 block by block, so an hour of audio needs no float64 copy;
-    `inplace=True` reuses `audio`'s memory (for arrays the pipeline loaded itself).
-    """
-    audio = np.asarray(audio, np.float32)
-    if not do_normalize:
-        return audio
-    block = 1 << 20
-    mean = sum(float(audio[i:i + block].sum(dtype=np.float64)) for i in range(0, audio.size, block)) / max(audio.size, 1)
-    var = sum(float(np.square(audio[i:i + block] - mean, dtype=np.float64).sum())
-              for i in range(0, audio.size, block)) / max(audio.size, 1)
-    out = audio if inplace else audio.copy()
-    out -= np.float32(mean)
-    out *= np.float32(1.0 / np.sqrt(var + NORMALIZE_EPS))
-    return out
-
-
-# ----------------------------------------------------------------------------------------- compiled calls
-def _cached(model, key, build):
-    cache = model.__dict__.setdefault("_hubert_tf_functions", {})
-    if key not in cache:
-        cache[key] = build()
-    return cache[key]
-
-
-def logits_function(model) -> Callable:
-    """A compiled `(input_values [B, S], attention_mask [B, S]) -> logits [B, F, V]`, traced once for all
-    shapes (no retracing per length), exact for padded batches."""
-
-    def build():
-        @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([None, None], tf.int32)],
-                     reduce_retracing=True)
-        def logits(input_values, attention_mask):
-            body = model.hubert(input_values, attention_mask=attention_mask, exact_padding=True)
-            return tf.cast(model.lm_head(body["last_hidden_state"]), tf.float32)
-
-        return logits
-
-    return _cached(model, "logits", build)
-
-
-def hidden_states_function(model) -> Callable:
-    """A compiled `(input_values, attention_mask) -> tuple of hidden states` (num_hidden_layers + 1)."""
-
-    def build():
-        @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([None, None], tf.int32)],
-                     reduce_retracing=True)
-        def hidden(input_values, attention_mask):
-            out = model.hubert(input_values, attention_mask=attention_mask, exact_padding=True,
-                               output_hidden_states=True)
-            return tuple(tf.cast(h, tf.float32) for h in out["hidden_states"])
-
-        return hidden
-
-    return _cached(model, "hidden", build)
-
-
-def trace_count(model) -> int:
-    """Graphs traced so far by the compiled inference functions of `model` (for tests and benchmarks)."""
-    cache = model.__dict__.get("_hubert_tf_functions", {})
-    return sum(f.experimental_get_tracing_count() for f in cache.values())
 
 
 # ----------------------------------------------------------------------------------------- chunking
@@ -155,24 +93,34 @@ class Chunk:
     keep_stop: int
 
 
+def _is_real(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) and np.isfinite(value)
+
+
 def plan_chunks(num_samples: int, index: int, config, chunk_length_s: float | None, stride_length_s,
                 sampling_rate: int) -> list[Chunk]:
     """Windows covering a recording of `num_samples`; one window when chunking is off or unnecessary."""
-    from .modeling.masking import conv_output_lengths
-
     step = config.inputs_to_logits_ratio
     total_frames = int(conv_output_lengths(num_samples, config.conv_kernel, config.conv_stride))
     if chunk_length_s is None:
         chunk_length_s = DEFAULT_CHUNK_S if num_samples > AUTO_CHUNK_ABOVE_S * sampling_rate else 0
+    if not _is_real(chunk_length_s) or chunk_length_s < 0:
+        raise ValueError(f"chunk_length_s must be a finite number >= 0 (0 = no chunking), got {chunk_length_s!r}")
     chunk = int(round(chunk_length_s * sampling_rate / step)) * step
+    if chunk_length_s > 0 and chunk < config.receptive_field:
+        raise ValueError(f"chunk_length_s={chunk_length_s} is shorter than the model's receptive field "
+                         f"({config.receptive_field / sampling_rate:.3f} s)")
     if chunk <= 0 or num_samples <= chunk:
         return [Chunk(index, 0, num_samples, 0, total_frames)]
     if stride_length_s is None:
         stride_length_s = chunk_length_s / 6
     left_s, right_s = (stride_length_s, stride_length_s) if np.isscalar(stride_length_s) else stride_length_s
+    if not (_is_real(left_s) and _is_real(right_s)) or left_s < 0 or right_s < 0:
+        raise ValueError(f"stride_length_s must be finite numbers >= 0 (a number or (left, right)), got "
+                         f"{stride_length_s!r}")
     left = int(round(left_s * sampling_rate / step)) * step
     right = int(round(right_s * sampling_rate / step)) * step
-    if left + right >= chunk:
+    if left + right >= chunk or chunk - left - right < config.receptive_field:
         raise ValueError(f"stride_length_s ({left_s}, {right_s}) must leave room in chunk_length_s={chunk_length_s}")
     chunks, start = [], 0
     while True:
@@ -191,6 +139,14 @@ def plan_chunks(num_samples: int, index: int, config, chunk_length_s: float | No
             return chunks
 
 
+def _kept_samples(chunk: Chunk, total: int, step: int) -> int:
+    """Samples of the recording whose frames `chunk` keeps; over a recording's chunks they add up to
+    its length (the first chunk counts from 0, the last up to the end)."""
+    begin = chunk.start + chunk.keep_start * step if chunk.start else 0
+    end = total if chunk.stop >= total else chunk.start + chunk.keep_stop * step
+    return max(end - begin, 0)
+
+
 def _batches(items: Sequence, size: int) -> Iterable[Sequence]:
     for i in range(0, len(items), size):
         yield items[i:i + size]
@@ -203,8 +159,6 @@ def run_chunked(audios: list[np.ndarray], function: Callable, config, *, chunk_l
     `function(input_values, attention_mask)` returns a [B, F, D] tensor or a tuple of them; the result is
     one array (or a tuple of arrays) [frames, D] per recording.
     """
-    from .modeling.masking import conv_output_lengths
-
     min_samples = config.receptive_field
     for i, audio in enumerate(audios):
         if audio.size < min_samples:
@@ -234,7 +188,9 @@ def run_chunked(audios: list[np.ndarray], function: Callable, config, *, chunk_l
             for target, o in zip(results[c.index], outs):
                 target[at:at + c.keep_stop - c.keep_start] = o[row, c.keep_start:c.keep_stop]
         if progress is not None:
-            progress(sum(c.stop - c.start for c in batch))
+            # The samples whose frames this batch kept: overlapping strides are not counted twice, so
+            # the total reaches the audio's length exactly when the work is done.
+            progress(sum(_kept_samples(c, audios[c.index].size, step) for c in batch))
     return [r if isinstance(out, tuple) else r[0] for r in results]
 
 
@@ -270,7 +226,8 @@ def transcribe(inputs, model=DEFAULT_ASR_MODEL, *, processor=None, chunk_length_
     model, processor = load_model_and_processor(model, processor)
     rate = _feature_extractor(processor).sampling_rate
     audios, single = _load_inputs(inputs, rate, getattr(_feature_extractor(processor), "do_normalize", True))
-    logits = run_chunked(audios, logits_function(model), model.config, chunk_length_s=chunk_length_s,
+    fn = inference_function(model, exact_padding=True)
+    logits = run_chunked(audios, lambda x, mask: fn(x, mask)["logits"], model.config, chunk_length_s=chunk_length_s,
                          stride_length_s=stride_length_s, batch_size=batch_size, sampling_rate=rate, progress=progress)
     seconds_per_frame = model.config.inputs_to_logits_ratio / rate
     results = [_decode(processor.tokenizer, l.argmax(-1), return_timestamps, seconds_per_frame) for l in logits]
@@ -289,7 +246,7 @@ def _decode(tokenizer, ids, return_timestamps, seconds_per_frame):
     return {"text": out.text, "chunks": chunks}
 
 
-def extract_features(inputs, model="facebook/hubert-base-ls960", *, processor=None, layer=None,
+def extract_features(inputs, model=DEFAULT_FEATURES_MODEL, *, processor=None, layer=None,
                      batch_size: int = 1, chunk_length_s: float | None = None, stride_length_s=None, progress=None):
     """Hidden states of chosen layers for recordings of any length.
 
@@ -321,12 +278,18 @@ def extract_features(inputs, model="facebook/hubert-base-ls960", *, processor=No
             raise ValueError(f"layer {l} is out of range: the model has hidden_states 0..{n - 1}")
         indices.append(i % n)
     audios, single = _load_inputs(inputs, rate, getattr(fe, "do_normalize", True))
-    hidden = run_chunked(audios, hidden_states_function(model), model.config, chunk_length_s=chunk_length_s,
-                         stride_length_s=stride_length_s, batch_size=batch_size, sampling_rate=rate, progress=progress)
+    wanted = tuple(sorted(set(indices)))
+    # The body alone, stopping after the highest requested layer and keeping only those: no head, no
+    # work and no memory for layers nobody asked for.
+    fn = inference_function(model.hubert, exact_padding=True, output_layers=wanted)
+    hidden = run_chunked(audios, lambda x, mask: fn(x, mask)["hidden_states"], model.config,
+                         chunk_length_s=chunk_length_s, stride_length_s=stride_length_s, batch_size=batch_size,
+                         sampling_rate=rate, progress=progress)
     results = []
     for states in hidden:
+        by_index = dict(zip(wanted, states))
         if isinstance(layer, (list, tuple)):
-            results.append({l: states[i] for l, i in zip(layers, indices)})
+            results.append({l: by_index[i] for l, i in zip(layers, indices)})
         else:
-            results.append(states[indices[0]])
+            results.append(by_index[indices[0]])
     return results[0] if single else results

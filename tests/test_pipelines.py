@@ -1,8 +1,6 @@
 """transcribe / extract_features: inputs of every kind, exact batching (group-norm models included),
 chunked inference for long audio with flat memory, timestamps, and no retracing per length."""
 
-import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -12,11 +10,19 @@ import pytest
 import soundfile as sf
 
 from hubert_tf import HubertProcessor, TFHubertForCTC
+from hubert_tf.modeling.inference import inference_function, tracing_count
+from hubert_tf.processing.normalize import normalize
 from hubert_tf.pipelines import (
-    _decode, extract_features, logits_function, normalize, plan_chunks, run_chunked, trace_count, transcribe,
+    _decode, extract_features, plan_chunks, run_chunked, transcribe,
 )
 
 RATE = 16000
+
+
+def logits_fn(model):
+    """The pipelines' compiled call: exact padding, logits only."""
+    fn = inference_function(model, exact_padding=True)
+    return lambda x, mask: fn(x, mask)["logits"]
 
 
 def noise(n, seed=0):
@@ -32,8 +38,8 @@ def asr(asr_dir):
 def test_batch_equals_one_at_a_time(which, request):
     """Examples of different lengths batched together = one at a time, for group- and layer-norm models."""
     model = TFHubertForCTC.from_pretrained(request.getfixturevalue(which))
-    audios = [normalize(noise(n, i), True) for i, n in enumerate((6000, 17000, 9600))]
-    run = lambda xs, b: run_chunked(xs, logits_function(model), model.config, chunk_length_s=0,  # noqa: E731
+    audios = [normalize(noise(n, i)) for i, n in enumerate((6000, 17000, 9600))]
+    run = lambda xs, b: run_chunked(xs, logits_fn(model), model.config, chunk_length_s=0,  # noqa: E731
                                     stride_length_s=None, batch_size=b, sampling_rate=RATE)
     together = run(audios, 3)
     for i, audio in enumerate(audios):
@@ -87,8 +93,8 @@ def test_chunk_plan_tiles_every_frame(asr):
 def test_chunked_logits_are_the_windows_outputs(asr):
     """Each stitched frame is that frame of its own window, run alone (stride regions dropped)."""
     model, _ = asr
-    audio = normalize(noise(16000 * 7, 6), True)
-    fn = logits_function(model)
+    audio = normalize(noise(16000 * 7, 6))
+    fn = logits_fn(model)
     stitched = run_chunked([audio], fn, model.config, chunk_length_s=2.0, stride_length_s=0.4, batch_size=2,
                            sampling_rate=RATE)[0]
     for c in plan_chunks(audio.size, 0, model.config, 2.0, 0.4, RATE):
@@ -123,7 +129,7 @@ def test_extract_features_layers(asr_dir):
     from hubert_tf import TFHubertModel
 
     model = TFHubertModel.from_pretrained(asr_dir)
-    full = model(normalize(audio, True)[None], output_hidden_states=True).hidden_states
+    full = model(normalize(audio)[None], output_hidden_states=True).hidden_states
     one = extract_features(audio, asr_dir, layer=1)
     np.testing.assert_allclose(one, full[1][0].numpy(), atol=1e-5)
     many = extract_features([audio, audio[:9000]], asr_dir, layer=[0, -1], batch_size=2)
@@ -139,7 +145,7 @@ def test_twenty_lengths_reuse_one_graph(asr_dir):
     processor = HubertProcessor.from_pretrained(asr_dir)
     for n in range(4000, 24000, 1000):
         transcribe(noise(n, n), model, processor=processor)
-    assert trace_count(model) <= 2
+    assert tracing_count(model) <= 2
 
 
 def test_too_short_audio_names_the_minimum(asr):
@@ -179,4 +185,41 @@ def test_the_callers_audio_is_not_modified(asr):
     before = audio.copy()
     transcribe(audio, model, processor=processor)
     np.testing.assert_array_equal(audio, before)
-    assert abs(normalize(audio, True).mean()) < 1e-6 and abs(normalize(audio, True).std() - 1) < 1e-4
+    assert abs(normalize(audio).mean()) < 1e-6 and abs(normalize(audio).std() - 1) < 1e-4
+
+
+def test_extract_features_of_one_layer_keeps_only_that_layer(asr_dir, tmp_path):
+    """A 20-minute file, one layer asked: peak RSS grows by at most the audio plus 1.5x the returned array
+    (the other layers are neither computed past the one asked for nor kept)."""
+    path = tmp_path / "long.wav"
+    code = textwrap.dedent(f"""
+        import resource, numpy as np, soundfile as sf
+        from hubert_tf import TFHubertForCTC, extract_features
+        rng = np.random.default_rng(0)
+        sf.write({str(path)!r}, (rng.standard_normal(16000 * 1200) * 3000).astype(np.int16), 16000)
+        sf.write({str(path)!r} + ".warm.wav", (rng.standard_normal(16000 * 61) * 3000).astype(np.int16), 16000)
+        model = TFHubertForCTC.from_pretrained({asr_dir!r})
+        extract_features({str(path)!r} + ".warm.wav", model, layer=1, batch_size=2)  # same chunk shapes
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        features = extract_features({str(path)!r}, model, layer=1, batch_size=2)
+        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        print(before, after, features.nbytes, features.shape[0])
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    before, after, returned, frames = map(int, out.stdout.split()[-4:])
+    audio = 16000 * 1200 * 4  # float32 samples
+    assert frames == 59999
+    assert after - before <= audio + 1.5 * returned, (
+        f"peak RSS grew by {(after - before) / 2**20:.1f} MiB for {audio / 2**20:.1f} MiB of audio and "
+        f"{returned / 2**20:.1f} MiB returned")
+
+
+def test_progress_counts_each_sample_once(asr):
+    """Overlapping chunk strides are not counted twice: the progress total is the audio's length."""
+    model, processor = asr
+    counts = []
+    audio = noise(16000 * 7 + 123, 4)
+    transcribe(audio, model, processor=processor, chunk_length_s=2.0, stride_length_s=0.4, batch_size=2,
+               progress=counts.append)
+    assert sum(counts) == audio.size and len(counts) > 1

@@ -7,6 +7,9 @@ import numpy as np
 import pytest
 import soundfile
 
+from hubert_tf import extract_features
+from hubert_tf.processing.normalize import normalize
+
 from conftest import fixture_dir
 from hubert_tf import TFHubertForCTC, TFHubertModel
 from hubert_tf.units import (
@@ -132,12 +135,14 @@ def corpus(tmp_path_factory):
 
 
 def test_extract_layer_features(model, corpus):
+    """Units see what `extract_features` and the model see: the processor's normalisation, then the body."""
     audio = soundfile.read(corpus[0], dtype="float32")[0]
-    hidden = model(audio[None], output_hidden_states=True).hidden_states
+    hidden = model(normalize(audio)[None], output_hidden_states=True).hidden_states
     for layer in range(model.config.num_hidden_layers + 1):
         features = extract_layer_features(model, corpus[0], layer)  # from the file
-        np.testing.assert_array_equal(features, hidden[layer][0].numpy())
-    np.testing.assert_array_equal(extract_layer_features(model, audio, -1), hidden[-1][0].numpy())
+        np.testing.assert_allclose(features, hidden[layer][0].numpy(), atol=1e-5)
+        np.testing.assert_array_equal(features, extract_features(corpus[0], model, layer=layer))
+    np.testing.assert_allclose(extract_layer_features(model, audio, -1), hidden[-1][0].numpy(), atol=1e-5)
     with pytest.raises(ValueError, match=r"layer must be in \[0, 2\]"):
         extract_layer_features(model, audio, 3)
 

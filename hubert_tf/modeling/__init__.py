@@ -5,7 +5,8 @@ from .base import TFHubertPreTrainedModel
 from .classification import TFHubertForSequenceClassification
 from .encoder import TFHubertEncoder, TFHubertEncoderLayer, TFHubertEncoderStableLayerNorm, TFHubertFeedForward
 from .feature_encoder import TFHubertFeatureEncoder, TFHubertFeatureProjection
-from .heads import TFHubertForCTC, TFHubertModel
+from .ctc import TFHubertForCTC
+from .model import TFHubertModel
 from .main_layer import TFHubertMainLayer
 from .outputs import BaseModelOutput, CausalLMOutput, ModelOutput, SequenceClassifierOutput
 from .positional_conv import TFHubertPositionalConvEmbedding

@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from ._tf_runtime import in_xla_context, onednn_enabled
+
 register = keras.saving.register_keras_serializable(package="hubert_tf")
 
 
@@ -15,14 +17,6 @@ def padding_bias(frame_mask, dtype):
     return tf.where(frame_mask, tf.constant(0, dtype), big_negative)[:, None, None, :]
 
 
-def _onednn_enabled() -> bool:
-    try:
-        from tensorflow.python.util import _pywrap_util_port
-    except ImportError:  # pragma: no cover - TF internals moved
-        return False
-    return bool(_pywrap_util_port.IsMklEnabled())
-
-
 def attention_softmax(scores):
     """Softmax over keys with float32 arithmetic whatever the dtype of `scores`.
 
@@ -30,11 +24,8 @@ def attention_softmax(scores):
     to upcasting first and ~2x faster (no float32 copy of the [batch, heads, frames, frames] scores).
     Elsewhere (no oneDNN, XLA, other dtypes) the scores are upcast explicitly.
     """
-    if scores.dtype == tf.bfloat16 and _onednn_enabled():
-        from .encoder import _in_xla_context  # the encoder imports this module
-
-        if not _in_xla_context():
-            return tf.nn.softmax(scores, axis=-1)
+    if scores.dtype == tf.bfloat16 and onednn_enabled() and not in_xla_context():
+        return tf.nn.softmax(scores, axis=-1)
     return tf.cast(tf.nn.softmax(tf.cast(scores, tf.float32), axis=-1), scores.dtype)
 
 

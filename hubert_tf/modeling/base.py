@@ -11,8 +11,12 @@ import keras
 import tensorflow as tf
 
 from ..configuration import HubertConfig
-from .losses import label_error_message
+from ._tf_runtime import has_compiled_loss, sublayers
+from .inputs import checked_for_compute_dtype, input_error_message, to_float_tensor, unpack_inputs
+from .labels import label_error_message
 from .main_layer import TFHubertMainLayer
+from .masking import frame_lengths, sample_lengths
+from .outputs import ModelOutput
 
 
 class TFHubertPreTrainedModel(keras.Model):
@@ -36,7 +40,7 @@ class TFHubertPreTrainedModel(keras.Model):
         self.init_head()
         # Keras sublayers take the global dtype policy; `dtype=` given to the model applies to all of them
         # ("mixed_bfloat16", "mixed_float16": float32 variables, half-precision compute).
-        for layer in self._flatten_layers(include_self=False):
+        for layer in sublayers(self):
             layer.dtype_policy = self.dtype_policy
         self.build()
 
@@ -45,10 +49,46 @@ class TFHubertPreTrainedModel(keras.Model):
         # is passed on as the dict it is.
         if args and isinstance(args[0], Mapping) and type(args[0]) is not dict:
             args = (dict(args[0]),) + args[1:]
+        # Keras casts float inputs to the compute dtype before `call`: float16 audio is checked first.
+        args, kwargs = checked_for_compute_dtype(args, kwargs, self.compute_dtype)
         return super().__call__(*args, **kwargs)
 
     def init_head(self):
         """Creates the layers on top of the body (none for the bare model)."""
+
+    # ------------------------------------------------------------------------- the one forward
+    def unpack(self, input_values, **given):
+        """The call's inputs as one dict by name (see `unpack_inputs`), labels checked for the head."""
+        inputs = unpack_inputs(input_values, self.input_names, given)
+        if inputs.get("labels") is not None:
+            inputs["labels"] = self.validate_labels(inputs["labels"])
+        return inputs
+
+    def body(self, inputs, *, output_attentions=None, output_hidden_states=None, output_layers=None,
+             exact_padding=False, training=False, need_hidden_states=False, stop_early=False, **kwargs):
+        """Runs the HuBERT body (`self.hubert`, the one forward every model and surface uses) on the
+        unpacked `inputs` dict.
+
+        Args:
+            need_hidden_states: the head itself needs every hidden state (weighted layer sum).
+            stop_early: with `output_layers`, stop after the highest requested layer (bare model).
+            kwargs: passed to the main layer (`mask_time_indices`, `output_extract_features`).
+
+        Returns:
+            The main layer's BaseModelOutput (with `frame_lengths`).
+        """
+        return self.hubert(
+            inputs["input_values"], attention_mask=inputs.get("attention_mask"),
+            output_attentions=bool(output_attentions),
+            output_hidden_states=bool(output_hidden_states) or need_hidden_states,
+            output_layers=None if need_hidden_states else output_layers, stop_early=stop_early,
+            exact_padding=bool(exact_padding), training=training, **kwargs,
+        )
+
+    @staticmethod
+    def finish(output, return_dict):
+        """The model's output: a ModelOutput, or its tuple with `return_dict=False`."""
+        return output if return_dict is None or return_dict else output.to_tuple()
 
     def build(self, input_shape=None):
         if self.built:
@@ -163,7 +203,11 @@ class TFHubertPreTrainedModel(keras.Model):
         are summed: a "mean" loss is divided by the number of replicas, a "sum" loss is not, so the
         gradients and the reported loss equal those of one device on the global batch.
         """
-        if getattr(self, "_compile_loss", None) is not None:
+        if has_compiled_loss(self):
+            # Keras matches a compiled loss's keys against plain dicts (its tree paths do not look into
+            # registered dict subclasses).
+            if isinstance(y_pred, ModelOutput):
+                y_pred = dict(y_pred.without("loss"))
             return super().compute_loss(x, y, y_pred, sample_weight, training=training)
         if y is not None:
             loss = self.loss_from_outputs(x, y, y_pred)
@@ -188,8 +232,8 @@ class TFHubertPreTrainedModel(keras.Model):
             outputs = type(outputs)({k: v for k, v in outputs.items() if k != "loss"})
         return outputs
 
-    # Inside a tf.function a failed label check is an InvalidArgumentError; fit/evaluate/predict re-raise
-    # it as the ValueError eager code gives.
+    # Inside a tf.function a failed label or input check is an InvalidArgumentError; fit/evaluate/predict
+    # re-raise it as the ValueError eager code gives.
     def make_train_function(self, force=False):
         if self.optimizer is not None and not self.optimizer.built:
             # Keras would create the optimizer's slots while tracing the first step, which makes
@@ -223,16 +267,16 @@ class TFHubertPreTrainedModel(keras.Model):
 
         return checked_step
 
-    def sample_lengths(self, input_values, attention_mask):
-        """[batch] valid samples per row: the attention mask's sum, or the padded length."""
-        if attention_mask is not None:
-            return tf.reduce_sum(tf.cast(attention_mask, tf.int32), axis=-1)
-        shape = tf.shape(input_values)
-        return tf.fill([shape[0]], shape[1])
+    def frame_lengths(self, inputs):
+        """[batch] valid frames of the unpacked `inputs` (from their attention mask), for losses that get
+        the model's outputs separately (`fit()` with `(inputs, labels)` batches)."""
+        x = to_float_tensor(inputs["input_values"], "input_values")
+        return frame_lengths(sample_lengths(x, inputs.get("attention_mask")), self.config)
 
 
 def _reraise_label_errors(function):
-    """Wraps a Keras train/test/predict function: label-check InvalidArgumentErrors -> ValueError."""
+    """Wraps a Keras train/test/predict function: label- and input-check InvalidArgumentErrors ->
+    ValueError."""
     if function is None or getattr(function, "_reraises_label_errors", False):
         return function
 
@@ -241,7 +285,7 @@ def _reraise_label_errors(function):
         try:
             return function(*args, **kwargs)
         except tf.errors.InvalidArgumentError as error:
-            message = label_error_message(error)
+            message = label_error_message(error) or input_error_message(error)
             if message is None:
                 raise
             raise ValueError(message) from None

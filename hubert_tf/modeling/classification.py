@@ -8,37 +8,12 @@ import numpy as np
 import tensorflow as tf
 
 from .base import TFHubertPreTrainedModel
-from .inputs import unpack_inputs
-from .losses import IGNORE_INDEX
-from .masking import frame_mask_from_sample_mask
+from .main_layer import resolve_layers
+from .labels import IGNORE_INDEX, check_ids
+from .masking import lengths_to_mask, masked_mean
 from .outputs import SequenceClassifierOutput
 
 register = keras.saving.register_keras_serializable(package="hubert_tf")
-
-
-def check_ids(labels, num_classes: int, field: str, name: str = "labels"):
-    """Integer ids must lie in [0, num_classes) or equal -100 (ignored). ValueError eagerly; in a graph an
-    InvalidArgumentError with the same message, which `fit`/`evaluate` re-raise as ValueError.
-
-    Args:
-        labels: int array or tensor, any shape.
-        num_classes: int. Exclusive upper bound.
-        field: str. The config field giving `num_classes` (named in the message).
-    """
-    labels = tf.convert_to_tensor(labels)
-    if not labels.dtype.is_integer:
-        raise ValueError(f"{name} must be integer ids, got dtype {labels.dtype.name}")
-    message = f"{name} must be in [0, {num_classes}) ({field}) or -100 to ignore"
-    if tf.executing_eagerly():
-        values = labels.numpy()
-        bad = values[(values != IGNORE_INDEX) & ((values < 0) | (values >= num_classes))]
-        if bad.size:
-            raise ValueError(f"{message}; got {sorted(set(bad.tolist()))[:10]}")
-        return labels
-    valid = (labels == IGNORE_INDEX) | ((labels >= 0) & (labels < num_classes))
-    bad = tf.boolean_mask(labels, tf.logical_not(valid))
-    with tf.control_dependencies([tf.debugging.Assert(tf.reduce_all(valid), [message + "; got", bad], summarize=10)]):
-        return tf.identity(labels)
 
 
 def check_class_labels(labels, num_labels: int):
@@ -131,44 +106,35 @@ class TFHubertForSequenceClassification(TFHubertPreTrainedModel):
         self.classifier.build((None, c.classifier_proj_size))
 
     def call(self, input_values=None, attention_mask=None, labels=None, output_attentions=None,
-             output_hidden_states=None, return_dict=None, training=False):
-        inputs = unpack_inputs(input_values, self.input_names, {"attention_mask": attention_mask, "labels": labels})
+             output_hidden_states=None, return_dict=None, training=False, exact_padding=False, output_layers=None):
+        inputs = self.unpack(input_values, attention_mask=attention_mask, labels=labels)
         labels = inputs.get("labels")
-        if labels is not None:
-            labels = check_class_labels(labels, self.config.num_labels)
-        attention_mask = inputs.get("attention_mask")
         weighted = self.config.use_weighted_layer_sum
-        outputs = self.hubert(
-            inputs["input_values"], attention_mask=attention_mask, output_attentions=bool(output_attentions),
-            output_hidden_states=bool(output_hidden_states) or weighted, training=training,
-        )
+        outputs = self.body(inputs, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+                            output_layers=output_layers, need_hidden_states=weighted, exact_padding=exact_padding,
+                            training=training)
+        hidden_states = outputs.get("hidden_states")
         if weighted:
-            stacked = tf.stack(outputs["hidden_states"], axis=1)  # [batch, layers, frames, hidden]
+            stacked = tf.stack(hidden_states, axis=1)  # [batch, layers, frames, hidden]
             norm_weights = tf.nn.softmax(tf.cast(self.layer_weights, tf.float32))  # softmax in float32
             norm_weights = tf.cast(norm_weights, stacked.dtype)
             hidden = tf.reduce_sum(stacked * norm_weights[None, :, None, None], axis=1)  # [batch, frames, hidden]
+            if output_layers is not None:
+                hidden_states = tuple(hidden_states[i] for i in resolve_layers(output_layers, self.config.num_hidden_layers))
+            elif not output_hidden_states:
+                hidden_states = None
         else:
             hidden = outputs["last_hidden_state"]
         hidden = self.projector(hidden)  # [batch, frames, proj]
-        pooled = self.pool(hidden, attention_mask)  # [batch, proj]
+        frame_mask = None
+        if inputs.get("attention_mask") is not None:
+            frame_mask = lengths_to_mask(outputs["frame_lengths"], tf.shape(hidden)[1])
+        pooled = masked_mean(hidden, frame_mask)  # [batch, proj]: the valid frames, or all of them
         # float32 logits under mixed precision, as the other heads.
         logits = tf.cast(self.classifier(pooled), tf.float32)  # [batch, num_labels]
         loss = classification_loss(logits, labels) if labels is not None else None
-        output = SequenceClassifierOutput(
-            loss=loss, logits=logits,
-            hidden_states=outputs.get("hidden_states") if output_hidden_states else None,
-            attentions=outputs.get("attentions"),
-        )
-        return output if return_dict is None or return_dict else output.to_tuple()
-
-    def pool(self, hidden, attention_mask):
-        """Mean over frames: the valid frames (from the sample-level attention mask) or all of them."""
-        if attention_mask is None:
-            return tf.reduce_mean(hidden, axis=1)
-        c = self.config
-        frame_mask = frame_mask_from_sample_mask(attention_mask, tf.shape(hidden)[1], c.conv_kernel, c.conv_stride)
-        weights = tf.cast(frame_mask, hidden.dtype)[:, :, None]  # [batch, frames, 1]
-        return tf.reduce_sum(hidden * weights, axis=1) / tf.reduce_sum(weights, axis=1)
+        return self.finish(SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=hidden_states,
+                                                    attentions=outputs.get("attentions")), return_dict)
 
     def loss_from_outputs(self, x, y, y_pred):
         return classification_loss(y_pred["logits"], check_class_labels(y, self.config.num_labels))

@@ -7,19 +7,11 @@ import keras
 import tensorflow as tf
 
 from ..activations import get_activation
+from ._tf_runtime import in_xla_context
 from .attention import TFHubertAttention, padding_bias
 from .positional_conv import TFHubertPositionalConvEmbedding
 
 register = keras.saving.register_keras_serializable(package="hubert_tf")
-
-
-def _in_xla_context() -> bool:
-    """True while tracing a function compiled with XLA (`jit_compile=True`)."""
-    try:
-        from tensorflow.python.ops import control_flow_util
-    except ImportError:  # pragma: no cover - TF internals moved
-        return False
-    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
 @register
@@ -171,7 +163,7 @@ class TFHubertEncoder(keras.layers.Layer):
         if not (training and layerdrop > 0.0):
             return layer(x, bias=bias, output_attentions=output_attentions, training=training)
         keep = tf.random.uniform([]) >= layerdrop
-        if _in_xla_context():
+        if in_xla_context():
             # XLA cannot compile the gradient of a `tf.cond` around Dense layers (shape arguments
             # become runtime values), so under jit_compile the layer always runs and is selected.
             y, probs = layer(x, bias=bias, output_attentions=output_attentions, training=training)
@@ -194,11 +186,22 @@ class TFHubertEncoder(keras.layers.Layer):
         return out if output_attentions else (out, None)
 
     def call(self, hidden_states, frame_mask=None, output_attentions=False, output_hidden_states=False,
-             training=False):
+             output_layers=None, stop_early=False, training=False):
         """hidden_states: [batch, frames, hidden]; frame_mask: [batch, frames] bool or None.
+
+        Args:
+            output_layers: optional sorted tuple of hidden-state indices in [0, num_hidden_layers] to
+                return (instead of all of them with `output_hidden_states`).
+            stop_early: with `output_layers`, run no layer past the highest one requested; the last
+                hidden state returned is then that layer's.
 
         Returns (last_hidden_state, hidden_states tuple or None, attentions tuple or None).
         """
+        num_layers = len(self.layers)
+        if output_layers is None and output_hidden_states:
+            output_layers = tuple(range(num_layers + 1))
+        keep = set(output_layers or ())
+        run = max(keep) if (stop_early and keep) else num_layers
         bias = None
         if frame_mask is not None:
             # Padded frames are zeroed before the positional conv, as in the reference.
@@ -208,17 +211,19 @@ class TFHubertEncoder(keras.layers.Layer):
         if not self.stable_layer_norm:
             x = self.layer_norm(x)
         x = self.dropout(x, training=training)
-        all_hidden, all_attentions = [], []
-        for layer in self.layers:
-            all_hidden.append(x)
+        kept, all_attentions = {}, []
+        for index, layer in enumerate(self.layers[:run]):
+            if index in keep:
+                kept[index] = x
             x, probs = self._run_layer(layer, x, bias, output_attentions, training)
             all_attentions.append(probs)
-        if self.stable_layer_norm:
+        if run == num_layers and self.stable_layer_norm:
             x = self.layer_norm(x)
-        all_hidden.append(x)
+        if run in keep:
+            kept[run] = x
         return (
             x,
-            tuple(all_hidden) if output_hidden_states else None,
+            tuple(kept[i] for i in output_layers) if output_layers else None,
             tuple(all_attentions) if output_attentions else None,
         )
 

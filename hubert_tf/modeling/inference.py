@@ -1,9 +1,11 @@
-"""Compiled inference: one cached `tf.function` per model and setting, traced once for every batch size
-and audio length (input_signature [None, None]), no host round trips inside.
+"""Compiled inference: the one cache of compiled functions. One `tf.function` per model and setting,
+traced once for every batch size and audio length (input_signature [None, None]), no host round trips
+inside. The pipelines, units and the benchmark all run the model through it.
 
     fn = inference_function(model)             # jit_compile="auto"
     logits = fn(audio)["logits"]               # TFHubertForCTC; TFHubertModel gives "last_hidden_state"
     fn(audio_batch, attention_mask)            # padded batches
+    inference_function(model, exact_padding=True, output_layers=[9])   # features of layer 9 only
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 import tensorflow as tf
+
+from .main_layer import TFHubertMainLayer, resolve_layers
 
 # What jit_compile="auto" picks, by compute dtype (measured with `python -m hubert_tf.benchmark` on a
 # 2-core AVX-512 CPU, see the README's performance table). The TensorFlow graph everywhere: XLA is ~12 %
@@ -36,25 +40,36 @@ def resolve_jit_compile(model, jit_compile: bool | str = "auto") -> bool:
 
 
 class InferenceFunction:
-    """`fn(input_values, attention_mask=None)` -> the model's outputs as a dict of tensors.
+    """`fn(input_values, attention_mask=None)` -> the model's outputs as a dict of float32 tensors.
 
     Two `tf.function`s (without and with a mask), each with input_signature [None, None]: one graph for
     every batch size and length. Under XLA (`jit_compile=True`) each new input shape is compiled once
-    (a few seconds for the base model) and reused afterwards.
+    (a few seconds for the base model) and reused afterwards. The model is called exactly as a user
+    calls it (`model(x, attention_mask=..., exact_padding=..., output_layers=...)`): no head is
+    re-applied here.
 
     Attributes:
-        jit_compile: bool.
+        jit_compile, output_hidden_states, exact_padding, output_layers: the settings.
         tracing_count: graphs traced so far (1 per function used, whatever the shapes).
     """
 
-    def __init__(self, model, jit_compile: bool, output_hidden_states: bool, exact_padding: bool):
+    def __init__(self, model, jit_compile: bool, output_hidden_states: bool, exact_padding: bool,
+                 output_layers: tuple[int, ...] | None):
         self.model = model
         self.jit_compile = jit_compile
         self.output_hidden_states = output_hidden_states
         self.exact_padding = exact_padding
+        self.output_layers = output_layers
+
+        # The body alone (`model.hubert`, for features of any model class) stops after the highest
+        # requested layer, as the bare model does.
+        extra = {"stop_early": True} if isinstance(model, TFHubertMainLayer) else {}
 
         def forward(input_values, attention_mask):
-            return _forward(model, input_values, attention_mask, output_hidden_states, exact_padding)
+            out = model(input_values, attention_mask=attention_mask, output_hidden_states=output_hidden_states,
+                        output_layers=output_layers, exact_padding=exact_padding, training=False, **extra)
+            return {k: tuple(tf.cast(t, tf.float32) for t in v) if isinstance(v, tuple) else tf.cast(v, tf.float32)
+                    for k, v in out.items() if k not in ("loss", "frame_lengths")}
 
         self._unmasked = tf.function(lambda x: forward(x, None), input_signature=[_AUDIO], jit_compile=jit_compile)
         self._masked = tf.function(forward, input_signature=[_AUDIO, _MASK], jit_compile=jit_compile)
@@ -81,38 +96,25 @@ class InferenceFunction:
 
     def __repr__(self) -> str:
         return (f"InferenceFunction({type(self.model).__name__}, jit_compile={self.jit_compile}, "
-                f"output_hidden_states={self.output_hidden_states}, exact_padding={self.exact_padding})")
-
-
-def _forward(model, input_values, attention_mask, output_hidden_states, exact_padding):
-    if not exact_padding:
-        out = model(input_values, attention_mask=attention_mask, output_hidden_states=output_hidden_states,
-                    training=False)
-        return dict(out)
-    body = model.hubert(input_values, attention_mask=attention_mask, output_hidden_states=output_hidden_states,
-                        exact_padding=True)
-    if not hasattr(model, "lm_head"):
-        if type(model).__name__ != "TFHubertModel":
-            raise ValueError(f"exact_padding supports TFHubertModel and TFHubertForCTC, not {type(model).__name__}")
-        return dict(body)
-    out = {"logits": tf.cast(model.lm_head(body["last_hidden_state"]), tf.float32)}  # TFHubertForCTC
-    if output_hidden_states:
-        out["hidden_states"] = body["hidden_states"]
-    return out
+                f"output_hidden_states={self.output_hidden_states}, exact_padding={self.exact_padding}, "
+                f"output_layers={self.output_layers})")
 
 
 def inference_function(model, jit_compile: bool | str = "auto", output_hidden_states: bool = False,
-                       exact_padding: bool = False) -> InferenceFunction:
+                       exact_padding: bool = False, output_layers=None) -> InferenceFunction:
     """The model's compiled inference function, built once and cached on the model.
 
     Args:
-        model: a hubert_tf model (TFHubertModel, TFHubertForCTC, ...).
+        model: a hubert_tf model (TFHubertModel, TFHubertForCTC, TFHubertForSequenceClassification, ...),
+            or the body of one (`model.hubert`, a TFHubertMainLayer: features without any head's work).
         jit_compile: True (XLA: compiled per input shape; fastest for float32 when shapes repeat, e.g.
             fixed-size chunks or serving), False (TensorFlow graph: one graph for all shapes), or "auto"
             (see `AUTO_JIT`: the graph).
         output_hidden_states: also return the hidden states of every layer.
         exact_padding: with an attention mask, padded rows give exactly the outputs of the rows alone,
-            group-norm (base) models included (TFHubertModel and TFHubertForCTC only).
+            group-norm (base) models included.
+        output_layers: optional int or list of ints: return only these hidden states (a bare
+            `TFHubertModel` also stops after the highest one).
 
     Returns:
         InferenceFunction: `fn(input_values [batch, samples], attention_mask=None)` -> dict with
@@ -132,7 +134,8 @@ def inference_function(model, jit_compile: bool | str = "auto", output_hidden_st
     (TensorShape([2, 24, 32]), 1)
     """
     jit = resolve_jit_compile(model, jit_compile)
-    key = (jit, bool(output_hidden_states), bool(exact_padding))
+    layers = resolve_layers(output_layers, model.config.num_hidden_layers)
+    key = (jit, bool(output_hidden_states), bool(exact_padding), layers)
     cache = model.__dict__.get(_CACHE_ATTR)
     if cache is None:
         cache = {}
@@ -141,3 +144,10 @@ def inference_function(model, jit_compile: bool | str = "auto", output_hidden_st
     if key not in cache:
         cache[key] = InferenceFunction(model, *key)
     return cache[key]
+
+
+def tracing_count(model) -> int:
+    """Graphs traced so far by every cached inference function of `model` and of its body (for tests and
+    benchmarks)."""
+    owners = [model] + ([model.hubert] if hasattr(model, "hubert") else [])
+    return sum(f.tracing_count for owner in owners for f in owner.__dict__.get(_CACHE_ATTR, {}).values())

@@ -1,47 +1,17 @@
-"""Losses with the reference semantics: CTC (as `torch.nn.functional.ctc_loss`) and label checks."""
+"""Losses with the reference semantics: CTC (as `torch.nn.functional.ctc_loss`)."""
 
 from __future__ import annotations
 
-import re
 import warnings
 
 import numpy as np
 import tensorflow as tf
 
-IGNORE_INDEX = -100
-
-# The label-check message; `label_error_message` finds it (and any "<name> must be in [0, N) (<field>) ..."
-# assertion of the other heads) in the InvalidArgumentError of a graph.
-_LABEL_MESSAGE = "{name} must be in [0, {vocab_size}) (vocab_size) or -100 for padding"
-_LABEL_MESSAGE_RE = re.compile(r"([\w.]+ must be in \[0, \d+\) \(\w+\)[^\]\n]*?)(?:; got)?\](?: \[([^\]]*)\])?")
-
-
-def label_error_message(error: BaseException) -> str | None:
-    """The `check_labels` message carried by `error` (a graph-mode InvalidArgumentError), else None."""
-    match = _LABEL_MESSAGE_RE.search(str(error))
-    if not match:
-        return None
-    values = match.group(2)
-    return match.group(1) + (f"; got [{', '.join(values.split())}]" if values else "")
-
+from .labels import check_ids, ctc_frames_needed
 
 def check_labels(labels, vocab_size: int, name: str = "labels"):
-    """Labels must lie in [0, vocab_size) or equal -100 (padding). ValueError eagerly; in a graph an
-    InvalidArgumentError carrying the same message (`fit`/`evaluate`/`predict` re-raise it as ValueError,
-    see `label_error_message`)."""
-    message = _LABEL_MESSAGE.format(name=name, vocab_size=vocab_size)
-    if tf.executing_eagerly():
-        values = np.asarray(labels)
-        bad = values[(values != IGNORE_INDEX) & ((values < 0) | (values >= vocab_size))]
-        if bad.size:
-            raise ValueError(f"{message}; got {sorted(set(bad.tolist()))[:10]}")
-        return tf.convert_to_tensor(labels)
-    labels = tf.convert_to_tensor(labels)
-    valid = (labels == IGNORE_INDEX) | ((labels >= 0) & (labels < vocab_size))
-    bad = tf.boolean_mask(labels, tf.logical_not(valid))  # named in the error message
-    check = tf.debugging.Assert(tf.reduce_all(valid), [message + "; got", bad], summarize=10)
-    with tf.control_dependencies([check]):
-        return tf.identity(labels)
+    """CTC labels: ids in [0, vocab_size) or -100 (padding); see `labels.check_ids`."""
+    return check_ids(labels, vocab_size, "vocab_size", name=name, ignored="for padding")
 
 
 def _compact_targets(labels, keep):
@@ -74,11 +44,7 @@ def ctc_loss(logits, labels, logit_lengths, blank: int = 0, reduction: str = "su
     keep = tf.logical_and(labels >= 0, labels != blank)
     targets, target_lengths = _compact_targets(labels, keep)
     logit_lengths = tf.cast(logit_lengths, tf.int32)
-    # An alignment needs one frame per label plus one blank between repeated labels.
-    in_target = tf.sequence_mask(target_lengths, tf.shape(targets)[1])
-    repeats = tf.logical_and(in_target[:, 1:], tf.equal(targets[:, 1:], targets[:, :-1]))
-    needed = target_lengths + tf.reduce_sum(tf.cast(repeats, tf.int32), axis=-1)
-    infeasible = needed > logit_lengths
+    infeasible = ctc_frames_needed(targets, target_lengths) > logit_lengths
     # Infeasible rows get an empty target so that nothing non-finite enters the gradient.
     safe_lengths = tf.where(infeasible, 0, target_lengths)
     per_example = tf.nn.ctc_loss(

@@ -8,13 +8,41 @@ import tensorflow as tf
 from ..configuration import HubertConfig
 from .encoder import TFHubertEncoder, TFHubertEncoderStableLayerNorm
 from .feature_encoder import TFHubertFeatureEncoder, TFHubertFeatureProjection
-from .inputs import check_attention_mask, check_audio, to_float_tensor, unpack_inputs
-from .masking import compute_span_mask, conv_output_lengths, frame_mask_from_sample_mask
+from .inputs import check_attention_mask, check_audio, checked_for_compute_dtype, to_float_tensor, unpack_inputs
+from .masking import compute_span_mask, conv_output_lengths, frame_lengths, lengths_to_mask, sample_lengths
 from .outputs import BaseModelOutput
 
 register = keras.saving.register_keras_serializable(package="hubert_tf")
 
+
+def scale_gradient(x, multiplier: float):
+    """Identity forward; the gradient flowing back through `x` is multiplied by `multiplier` (fairseq's
+    `GradMultiply`; 0 stops it)."""
+    if multiplier == 1.0:
+        return x
+    if multiplier == 0.0:
+        return tf.stop_gradient(x)
+    return x * multiplier + tf.stop_gradient(x) * (1.0 - multiplier)
+
 MAIN_INPUTS = ("input_values", "attention_mask", "mask_time_indices")
+
+
+def resolve_layers(output_layers, num_hidden_layers: int):
+    """`output_layers` (an int or a sequence of ints, negative counting from the end) -> a sorted tuple
+    of distinct hidden-state indices in [0, num_hidden_layers], or None."""
+    if output_layers is None:
+        return None
+    layers = [output_layers] if isinstance(output_layers, int) else list(output_layers)
+    n = num_hidden_layers + 1
+    out = set()
+    for layer in layers:
+        if isinstance(layer, bool) or not isinstance(layer, int) or not -n <= layer < n:
+            raise ValueError(f"output_layers: layer {layer!r} is out of range, the model has hidden states "
+                             f"0..{n - 1} (num_hidden_layers={num_hidden_layers}; negative counts from the end)")
+        out.add(layer % n)
+    if not out:
+        raise ValueError("output_layers is empty: name at least one layer, or pass None")
+    return tuple(sorted(out))
 
 
 @register
@@ -34,10 +62,18 @@ class TFHubertMainLayer(keras.layers.Layer):
         exact_padding: bool. With an attention_mask, take the group-norm statistics of "group" models over
             the valid samples only, so every example of a padded batch gives exactly what it gives alone
             (the reference lets the padding into those statistics; False keeps its numbers).
+        output_layers: optional int or sequence of ints, the hidden states to return (indices into the
+            full `hidden_states`: 0 = encoder input, num_hidden_layers = last; negative from the end).
+            Only those are kept, in increasing order.
+        stop_early: bool. With `output_layers`, run no Transformer layer past the highest one requested
+            (`last_hidden_state` is then that layer's hidden state). For feature extraction.
+        output_extract_features: bool. Also return the conv features (`extract_features`, after the
+            `feature_grad_mult` gradient scaling), as transformers' wav2vec2 models do.
 
     Returns:
-        BaseModelOutput with `last_hidden_state` [batch, frames, hidden], and `hidden_states`
-        (num_hidden_layers + 1 tensors) / `attentions` when asked.
+        BaseModelOutput with `last_hidden_state` [batch, frames, hidden], `frame_lengths` [batch] (valid
+        frames of every row, from the attention mask), and `hidden_states` (num_hidden_layers + 1
+        tensors, or those of `output_layers`) / `attentions` / `extract_features` when asked.
 
     Example:
 
@@ -49,9 +85,12 @@ class TFHubertMainLayer(keras.layers.Layer):
     TensorShape([1, 49, 64])
     """
 
-    def __init__(self, config, **kwargs):
+    def __init__(self, config, feature_grad_mult: float = 1.0, **kwargs):
         super().__init__(**kwargs)
         self.config = config if isinstance(config, HubertConfig) else HubertConfig.from_dict(config)
+        # Scales the gradient reaching the conv feature encoder (fairseq's `feature_grad_mult`; the
+        # pretraining model sets it, 1.0 elsewhere).
+        self.feature_grad_mult = float(feature_grad_mult)
         c = self.config
         self.feature_extractor = TFHubertFeatureEncoder(
             c.conv_dim, c.conv_kernel, c.conv_stride, c.conv_bias, c.feat_extract_norm,
@@ -63,6 +102,11 @@ class TFHubertMainLayer(keras.layers.Layer):
         )
         encoder_cls = TFHubertEncoderStableLayerNorm if c.do_stable_layer_norm else TFHubertEncoder
         self.encoder = encoder_cls(c, name="encoder")
+
+    def __call__(self, *args, **kwargs):
+        # Keras casts float inputs to the compute dtype before `call`: float16 audio is checked first.
+        args, kwargs = checked_for_compute_dtype(args, kwargs, self.compute_dtype)
+        return super().__call__(*args, **kwargs)
 
     @property
     def has_masked_spec_embed(self) -> bool:
@@ -79,10 +123,15 @@ class TFHubertMainLayer(keras.layers.Layer):
         self.encoder.build()
 
     def frame_lengths(self, sample_lengths):
-        """Output frames for `sample_lengths` audio samples (ints or int tensor)."""
+        """Output frames for `sample_lengths` audio samples (ints, numpy or int tensor; <= 0 when shorter
+        than the receptive field)."""
         return conv_output_lengths(sample_lengths, self.config.conv_kernel, self.config.conv_stride)
 
-    def _spec_augment(self, hidden_states, frame_mask, mask_time_indices, training):
+    def num_frames(self, num_samples):
+        """Frames of the (padded) batch for `num_samples` samples per row (a scalar tensor or int)."""
+        return self.frame_lengths(num_samples)
+
+    def _spec_augment(self, hidden_states, frame_lengths, mask_time_indices, training):
         """SpecAugment: time spans -> `masked_spec_embed`, feature spans -> 0 (training only, random
         every step); an explicit `mask_time_indices` is applied in any mode."""
         c = self.config
@@ -91,9 +140,8 @@ class TFHubertMainLayer(keras.layers.Layer):
         shape = tf.shape(hidden_states)
         batch, frames = shape[0], shape[1]
         if mask_time_indices is None and training and c.mask_time_prob > 0:
-            lengths = None if frame_mask is None else tf.reduce_sum(tf.cast(frame_mask, tf.int32), axis=-1)
             mask_time_indices = compute_span_mask(
-                batch, frames, c.mask_time_prob, c.mask_time_length, c.mask_time_min_masks, lengths
+                batch, frames, c.mask_time_prob, c.mask_time_length, c.mask_time_min_masks, frame_lengths
             )
         if mask_time_indices is not None:
             if not self.has_masked_spec_embed:
@@ -110,37 +158,41 @@ class TFHubertMainLayer(keras.layers.Layer):
         return hidden_states
 
     def call(self, input_values=None, attention_mask=None, mask_time_indices=None, output_attentions=False,
-             output_hidden_states=False, training=False, exact_padding=False, **kwargs):
+             output_hidden_states=False, training=False, exact_padding=False, output_layers=None,
+             stop_early=False, output_extract_features=False, **kwargs):
         if kwargs:
             raise ValueError(f"unknown input name(s) {sorted(kwargs)}; accepted: {list(MAIN_INPUTS)}")
         inputs = unpack_inputs(
             input_values, MAIN_INPUTS, {"attention_mask": attention_mask, "mask_time_indices": mask_time_indices}
         )
         x = to_float_tensor(inputs["input_values"], "input_values")
-        check_audio(x, self.config.receptive_field)
+        x = check_audio(x, self.config.receptive_field)
         attention_mask = inputs.get("attention_mask")
-        c = self.config
+        layers = resolve_layers(output_layers, self.config.num_hidden_layers)
 
-        sample_lengths = None
+        # Lengths, once: sample lengths -> frame lengths -> frame mask, passed down to every block.
+        lengths = None
         if attention_mask is not None:
-            attention_mask = tf.convert_to_tensor(attention_mask)
-            check_attention_mask(attention_mask, x)
-            if exact_padding:
-                sample_lengths = tf.reduce_sum(tf.cast(attention_mask, tf.int32), axis=-1)
-        # [batch, frames, conv_dim[-1]]
-        features = self.feature_extractor(tf.cast(x, self.compute_dtype), sample_lengths=sample_lengths)
-        frame_mask = None
-        if attention_mask is not None:
-            frame_mask = frame_mask_from_sample_mask(
-                attention_mask, tf.shape(features)[1], c.conv_kernel, c.conv_stride
-            )
+            attention_mask = check_attention_mask(tf.convert_to_tensor(attention_mask), x, self.config.receptive_field)
+            lengths = sample_lengths(x, attention_mask)  # [batch]
+        features = self.feature_extractor(  # [batch, frames, conv_dim[-1]]
+            tf.cast(x, self.compute_dtype), sample_lengths=lengths if exact_padding else None)
+        features = scale_gradient(features, self.feature_grad_mult)
+        frames = tf.shape(features)[1]
+        if lengths is None:
+            valid, frame_mask = tf.fill([tf.shape(features)[0]], frames), None
+        else:
+            valid = frame_lengths(lengths, self.config, frames)  # [batch]
+            frame_mask = lengths_to_mask(valid, frames)  # [batch, frames]
         hidden_states = self.feature_projection(features, training=training)  # [batch, frames, hidden]
-        hidden_states = self._spec_augment(hidden_states, frame_mask, inputs.get("mask_time_indices"), training)
+        hidden_states = self._spec_augment(hidden_states, valid, inputs.get("mask_time_indices"), training)
         last, hidden, attentions = self.encoder(
             hidden_states, frame_mask=frame_mask, output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states, training=training,
+            output_hidden_states=output_hidden_states, output_layers=layers,
+            stop_early=bool(stop_early and layers), training=training,
         )
-        return BaseModelOutput(last_hidden_state=last, hidden_states=hidden, attentions=attentions)
+        return BaseModelOutput(last_hidden_state=last, extract_features=features if output_extract_features else None,
+                               hidden_states=hidden, attentions=attentions, frame_lengths=valid)
 
     def get_config(self):
-        return {**super().get_config(), "config": self.config.to_dict()}
+        return {**super().get_config(), "config": self.config.to_dict(), "feature_grad_mult": self.feature_grad_mult}

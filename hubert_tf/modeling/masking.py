@@ -1,6 +1,8 @@
 """Lengths and masks: sample lengths -> frame lengths -> frame masks, and SpecAugment span masks.
 
-Every mask in the model is built here, from lengths (STYLE: "lengths, not guesses").
+Every mask in the model is built here, from lengths (STYLE: "lengths, not guesses"): the main layer
+turns the attention mask into sample lengths once, the conv formula into frame lengths once, and passes
+the frame lengths and mask down to the encoder and up to the heads.
 """
 
 from __future__ import annotations
@@ -13,11 +15,27 @@ import tensorflow as tf
 def conv_output_lengths(lengths, conv_kernel: Sequence[int], conv_stride: Sequence[int]):
     """Frames produced by the conv feature encoder for `lengths` samples: floor((L - k) / s) + 1 per layer.
 
-    Works on Python ints and on integer tensors. Lengths shorter than the receptive field give <= 0.
+    The one place this formula lives. Works on Python ints, numpy arrays and integer tensors. Lengths
+    shorter than the receptive field give <= 0.
     """
     for kernel, stride in zip(conv_kernel, conv_stride):
         lengths = (lengths - kernel) // stride + 1
     return lengths
+
+
+def sample_lengths(input_values, attention_mask=None):
+    """[batch] int32 valid samples per row: the attention mask's sum, or the padded length without one."""
+    if attention_mask is not None:
+        return tf.reduce_sum(tf.cast(attention_mask, tf.int32), axis=-1)
+    shape = tf.shape(input_values)
+    return tf.fill([shape[0]], shape[1])
+
+
+def frame_lengths(sample_lengths, config, num_frames=None):
+    """[batch] int32 valid frames for `sample_lengths` samples, clipped to [0, num_frames] when given."""
+    lengths = tf.maximum(conv_output_lengths(tf.cast(sample_lengths, tf.int32), config.conv_kernel,
+                                             config.conv_stride), 0)
+    return lengths if num_frames is None else tf.minimum(lengths, num_frames)
 
 
 def lengths_to_mask(lengths, max_length):
@@ -25,14 +43,13 @@ def lengths_to_mask(lengths, max_length):
     return tf.sequence_mask(lengths, max_length)
 
 
-def frame_mask_from_sample_mask(attention_mask, num_frames, conv_kernel, conv_stride):
-    """Sample-level attention mask [batch, samples] -> frame mask [batch, num_frames] (bool).
-
-    As the reference: the number of ones per row is the valid length, mapped through the conv formula.
-    """
-    sample_lengths = tf.reduce_sum(tf.cast(attention_mask, tf.int32), axis=-1)
-    frame_lengths = conv_output_lengths(sample_lengths, conv_kernel, conv_stride)
-    return lengths_to_mask(tf.maximum(frame_lengths, 0), num_frames)
+def masked_mean(x, mask):
+    """Mean of x [batch, frames, dim] over the frames where mask [batch, frames] is True (all frames
+    without a mask) -> [batch, dim]. Rows with no valid frame give 0."""
+    if mask is None:
+        return tf.reduce_mean(x, axis=1)
+    weights = tf.cast(mask, x.dtype)[:, :, None]  # [batch, frames, 1]
+    return tf.reduce_sum(x * weights, axis=1) / tf.maximum(tf.reduce_sum(weights, axis=1), tf.cast(1, x.dtype))
 
 
 def compute_span_mask(

@@ -36,15 +36,22 @@ class ModelOutput(dict):
     def to_tuple(self) -> tuple:
         return tuple(self.values())
 
+    def without(self, *names):
+        """A copy of this output without the fields `names`."""
+        return type(self)({k: v for k, v in self.items() if k not in names})
+
     def __reduce__(self):
         return type(self), (dict(self),)
 
 
 class BaseModelOutput(ModelOutput):
-    """`last_hidden_state` [batch, frames, hidden]; `hidden_states` (num_hidden_layers + 1 tensors);
-    `attentions` (one [batch, heads, frames, frames] per layer)."""
+    """`last_hidden_state` [batch, frames, hidden]; `extract_features` [batch, frames, conv_dim[-1]] (the
+    conv features, when asked); `hidden_states` (num_hidden_layers + 1 tensors, or the requested
+    `output_layers`); `attentions` (one [batch, heads, frames, frames] per layer); `frame_lengths`
+    [batch] int32 valid frames per row (the main layer's output; the models leave it out, as the
+    reference's outputs have no such field)."""
 
-    fields = ("last_hidden_state", "hidden_states", "attentions")
+    fields = ("last_hidden_state", "extract_features", "hidden_states", "attentions", "frame_lengths")
 
 
 class CausalLMOutput(ModelOutput):

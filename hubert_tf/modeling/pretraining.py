@@ -17,11 +17,12 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from ._tf_runtime import has_compiled_loss
 from .base import TFHubertPreTrainedModel
-from .classification import check_ids
-from .inputs import check_attention_mask, check_audio, to_float_tensor, unpack_inputs
-from .losses import IGNORE_INDEX
-from .masking import compute_span_mask, frame_mask_from_sample_mask
+from .inputs import check_audio, to_float_tensor, unpack_inputs
+from .labels import IGNORE_INDEX, check_ids
+
+from .masking import compute_span_mask, frame_lengths, sample_lengths
 from .outputs import ModelOutput, _register
 
 register = keras.saving.register_keras_serializable(package="hubert_tf")
@@ -60,16 +61,6 @@ class HubertPreTrainingOutput(ModelOutput):
 
 
 _register(HubertPreTrainingOutput)
-
-
-def scale_gradient(x, multiplier: float):
-    """Identity forward (up to float rounding); the gradient flowing back through `x` is multiplied by
-    `multiplier` (fairseq's `GradMultiply`; 0 stops it): x * m + stop_gradient(x) * (1 - m)."""
-    if multiplier == 1.0:
-        return x
-    if multiplier == 0.0:
-        return tf.stop_gradient(x)
-    return x * multiplier + tf.stop_gradient(x) * (1.0 - multiplier)
 
 
 def align_labels(labels, num_frames, label_rate: float, frame_rate: float):
@@ -188,6 +179,9 @@ class TFHubertForPreTraining(TFHubertPreTrainedModel):
         if not self.hubert.has_masked_spec_embed:
             raise ValueError("TFHubertForPreTraining masks frames with masked_spec_embed, which exists only when "
                              "config.mask_time_prob > 0 or config.mask_feature_prob > 0; set mask_time_prob > 0")
+        if not c.apply_spec_augment:
+            raise ValueError("TFHubertForPreTraining masks frames through the body's SpecAugment step: "
+                             "config.apply_spec_augment must be True")
         self.num_clusters = int(pretraining_setting(c, "num_clusters"))
         self.final_dim = int(pretraining_setting(c, "final_dim"))
         self.logit_temp = float(pretraining_setting(c, "logit_temp"))
@@ -195,6 +189,7 @@ class TFHubertForPreTraining(TFHubertPreTrainedModel):
         self.pred_nomask_weight = float(pretraining_setting(c, "pred_nomask_weight"))
         self.feature_pen_weight = float(pretraining_setting(c, "feature_pen_weight"))
         self.feature_grad_mult = float(pretraining_setting(c, "feature_grad_mult"))
+        self.hubert.feature_grad_mult = self.feature_grad_mult  # the body scales its conv features' gradient
         self.mask_prob = float(pretraining_setting(c, "pretrain_mask_prob"))
         self.mask_length = int(pretraining_setting(c, "pretrain_mask_length"))
         self.frame_rate = SAMPLING_RATE / c.inputs_to_logits_ratio
@@ -217,50 +212,33 @@ class TFHubertForPreTraining(TFHubertPreTrainedModel):
 
     # ------------------------------------------------------------------------- forward
     def call(self, input_values=None, attention_mask=None, labels=None, mask_time_indices=None,
-             output_attentions=None, output_hidden_states=None, return_dict=None, training=False):
+             output_attentions=None, output_hidden_states=None, return_dict=None, training=False,
+             exact_padding=False, output_layers=None):
         inputs = unpack_inputs(input_values, self.input_names, {
             "attention_mask": attention_mask, "labels": labels, "mask_time_indices": mask_time_indices})
-        x = to_float_tensor(inputs["input_values"], "input_values")
-        check_audio(x, self.config.receptive_field)
-        attention_mask = inputs.get("attention_mask")
-        c, hubert = self.config, self.hubert
-
-        features = hubert.feature_extractor(tf.cast(x, self.compute_dtype))  # [batch, frames, conv_dim[-1]]
-        features = scale_gradient(features, self.feature_grad_mult)
-        features_pen = tf.reduce_mean(tf.square(tf.cast(features, tf.float32)))
-        shape = tf.shape(features)
-        batch, frames = shape[0], shape[1]
-        frame_mask = None
-        if attention_mask is not None:
-            attention_mask = tf.convert_to_tensor(attention_mask)
-            check_attention_mask(attention_mask, x)
-            frame_mask = frame_mask_from_sample_mask(attention_mask, frames, c.conv_kernel, c.conv_stride)
-        lengths = self.frame_lengths(x, attention_mask)  # [batch]
-
-        hidden = hubert.feature_projection(features, training=training)  # [batch, frames, hidden]
+        x = check_audio(to_float_tensor(inputs["input_values"], "input_values"), self.config.receptive_field)
         mask = inputs.get("mask_time_indices")
         if mask is None:
-            mask = compute_span_mask(batch, frames, self.mask_prob, self.mask_length, PRETRAIN_MIN_MASKS, lengths)
+            # The task's span mask, drawn before the body runs: frame counts follow from the conv formula.
+            frames = self.hubert.num_frames(tf.shape(x)[1])
+            lengths = frame_lengths(sample_lengths(x, inputs.get("attention_mask")), self.config)
+            mask = compute_span_mask(tf.shape(x)[0], frames, self.mask_prob, self.mask_length, PRETRAIN_MIN_MASKS,
+                                     lengths)
         mask = tf.cast(mask, tf.bool)
-        embed = tf.cast(hubert.masked_spec_embed, hidden.dtype)
-        hidden = tf.where(mask[:, :, None], embed[None, None, :], hidden)
-        if training and c.mask_feature_prob > 0:  # channel masking, as SpecAugment / fairseq's mask_channel
-            feature_mask = compute_span_mask(batch, c.hidden_size, c.mask_feature_prob, c.mask_feature_length,
-                                             c.mask_feature_min_masks)  # [batch, hidden]
-            hidden = tf.where(feature_mask[:, None, :], tf.zeros_like(hidden), hidden)
-        last, all_hidden, attentions = hubert.encoder(
-            hidden, frame_mask=frame_mask, output_attentions=bool(output_attentions),
-            output_hidden_states=bool(output_hidden_states), training=training,
-        )
-        logits = self.cluster_logits(last)  # [batch, frames, num_clusters]
+        # The body: conv features (gradient x feature_grad_mult) -> projection -> masked frames replaced
+        # by masked_spec_embed -> Transformer.
+        outputs = self.body({**inputs, "input_values": x}, mask_time_indices=mask, output_extract_features=True,
+                            output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+                            output_layers=output_layers, exact_padding=exact_padding, training=training)
+        features_pen = tf.reduce_mean(tf.square(tf.cast(outputs["extract_features"], tf.float32)))
+        logits = self.cluster_logits(outputs["last_hidden_state"])  # [batch, frames, num_clusters]
         loss = None
         if inputs.get("labels") is not None:
-            loss = self.masked_prediction(inputs["labels"], logits, mask, features_pen, lengths)["loss"]
-        output = HubertPreTrainingOutput(
+            loss = self.masked_prediction(inputs["labels"], logits, mask, features_pen, outputs["frame_lengths"])["loss"]
+        return self.finish(HubertPreTrainingOutput(
             loss=loss, logits=logits, mask_time_indices=mask, features_pen=features_pen,
-            hidden_states=all_hidden, attentions=attentions,
-        )
-        return output if return_dict is None or return_dict else output.to_tuple()
+            hidden_states=outputs.get("hidden_states"), attentions=outputs.get("attentions"),
+        ), return_dict)
 
     def cluster_logits(self, hidden):
         """[batch, frames, hidden] -> cosine similarity of final_proj(hidden) with every cluster embedding,
@@ -269,10 +247,6 @@ class TFHubertForPreTraining(TFHubertPreTrainedModel):
         projected = tf.math.l2_normalize(projected, axis=-1, epsilon=1e-16)
         embeddings = tf.math.l2_normalize(tf.cast(self.label_embs_concat, tf.float32), axis=-1, epsilon=1e-16)
         return tf.einsum("btd,kd->btk", projected, embeddings) / self.logit_temp
-
-    def frame_lengths(self, input_values, attention_mask):
-        """[batch] valid frames: the conv formula on the valid samples."""
-        return tf.maximum(self.hubert.frame_lengths(self.sample_lengths(input_values, attention_mask)), 0)
 
     # ------------------------------------------------------------------------- loss
     def masked_prediction(self, labels, logits, mask_time_indices, features_pen, frame_lengths):
@@ -315,10 +289,8 @@ class TFHubertForPreTraining(TFHubertPreTrainedModel):
         if labels is None:
             raise ValueError("no labels to compute the pretraining loss from: give the dataset a 'labels' key "
                              "(cluster ids per frame) or yield (inputs, labels) tuples")
-        x_values = to_float_tensor(inputs["input_values"], "input_values")
-        lengths = self.frame_lengths(x_values, inputs.get("attention_mask"))
         return self.masked_prediction(labels, y_pred["logits"], y_pred["mask_time_indices"],
-                                      y_pred["features_pen"], lengths)
+                                      y_pred["features_pen"], self.frame_lengths(inputs))
 
     def loss_from_outputs(self, x, y, y_pred):
         return self._terms_for(x, y, y_pred)["loss"]
@@ -326,7 +298,7 @@ class TFHubertForPreTraining(TFHubertPreTrainedModel):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """Keras hook: the base class's loss; also updates the `acc_masked` / `acc_unmasked` metrics."""
         loss = super().compute_loss(x, y, y_pred, sample_weight, training=training)
-        if getattr(self, "_compile_loss", None) is None:
+        if not has_compiled_loss(self):
             terms = self._terms_for(x, y, y_pred)
             self.acc_masked.update_state(terms["correct"], sample_weight=terms["masked"])
             self.acc_unmasked.update_state(terms["correct"], sample_weight=terms["unmasked"])

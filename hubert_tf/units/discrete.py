@@ -27,34 +27,40 @@ def load_model(model):
     if isinstance(model, (str, os.PathLike)):
         from ..modeling import TFHubertModel
 
-        return TFHubertModel.from_pretrained(model)
+        return TFHubertModel.from_pretrained(os.fspath(model))
     if not hasattr(model, "hubert"):
         raise TypeError(f"model must be a hubert_tf model or a checkpoint path, got {type(model).__name__}")
     return model
 
 
-def extract_layer_features(model, audio: Audio, layer: int) -> np.ndarray:
+def extract_layer_features(model, audio: Audio | Sequence[Audio], layer: int, processor=None):
     """Frame features of `audio` at encoder layer `layer`, e.g. for k-means targets of the next iteration.
+
+    The same path as `hubert_tf.extract_features` (the processor's normalisation, chunked inference for
+    long files, only the layers up to `layer` computed), so units and features always agree.
 
     Args:
         model: any hubert_tf HuBERT model (its `hubert` body is run without masking or dropout), or a
             checkpoint directory / hub id.
-        audio: a mono waveform [samples] (16 kHz, as the model expects: normalise it first if the model's
-            feature extractor does) or an audio file path.
+        audio: a mono 16 kHz waveform [samples], an audio file path, or a list of them.
         layer: int in [0, num_hidden_layers]: `hidden_states[layer]` in the transformers 4.x convention,
             0 = the encoder input, L = the output of the L-th Transformer layer (fairseq's 1-based
             `output_layer`); the last is `last_hidden_state`. Negative values count from the end.
+        processor: optional feature extractor / processor (or its directory); defaults to the model's
+            own (zero-mean unit-variance normalisation when it has none).
 
     Returns:
-        float32 numpy array [frames, hidden_size].
+        float32 numpy array [frames, hidden_size] (a list of them for a list of inputs).
     """
+    from ..pipelines import extract_features
+
     model = load_model(model)
     num_layers = model.config.num_hidden_layers
-    if not -(num_layers + 1) <= layer <= num_layers:
-        raise ValueError(f"layer must be in [0, {num_layers}] (num_hidden_layers={num_layers}), got {layer}")
-    waveform = read_audio(audio)
-    outputs = model.hubert(waveform[None, :], output_hidden_states=True, training=False)
-    return np.asarray(outputs["hidden_states"][layer][0], np.float32)
+    if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or not -(num_layers + 1) <= layer <= num_layers:
+        raise ValueError(f"layer must be in [0, {num_layers}] (num_hidden_layers={num_layers}), got {layer!r}")
+    items = [read_audio(a) if isinstance(a, np.ndarray) else a for a in audio] if isinstance(audio, list) else (
+        read_audio(audio) if isinstance(audio, np.ndarray) else audio)
+    return extract_features(items, model, processor=processor, layer=int(layer))
 
 
 def dedup_units(units: np.ndarray) -> np.ndarray:
@@ -67,7 +73,7 @@ def dedup_units(units: np.ndarray) -> np.ndarray:
 
 
 def audio_to_units(audio_or_paths: Audio | Sequence[Audio], model, layer: int, kmeans, dedup: bool = False,
-                   output: str | os.PathLike | None = None) -> list[np.ndarray]:
+                   output: str | os.PathLike | None = None, processor=None) -> list[np.ndarray]:
     """Discrete unit sequences of audio files or waveforms: layer features -> nearest k-means centroid.
 
     Args:
@@ -78,6 +84,7 @@ def audio_to_units(audio_or_paths: Audio | Sequence[Audio], model, layer: int, k
         dedup: bool. Collapse consecutive repeated units. Defaults to False.
         output: optional path; writes one line per input, `<name>\\t<space-separated units>` (the name is
             the path, or the index for arrays).
+        processor: optional feature extractor / processor (see `extract_layer_features`).
 
     Returns:
         A list with one int64 array [frames] (fewer with `dedup`) per input.
@@ -97,8 +104,8 @@ def audio_to_units(audio_or_paths: Audio | Sequence[Audio], model, layer: int, k
         raise ValueError(f"the k-means centroids have {kmeans.dim} dims but the model's layer features have "
                          f"{model.config.hidden_size} (hidden_size): cluster features of this model")
     results = []
-    for item in items:
-        units = kmeans.predict(extract_layer_features(model, item, layer))
+    for features in extract_layer_features(model, items, layer, processor=processor):
+        units = kmeans.predict(features)
         results.append(dedup_units(units) if dedup else units)
     if output is not None:
         names = [os.fspath(i) if isinstance(i, (str, os.PathLike)) else str(n) for n, i in enumerate(items)]
@@ -114,9 +121,11 @@ def write_units(path, names: Sequence[str], units: Sequence[np.ndarray]) -> None
 
         sys.stdout.write(lines)
         return
+    from ..files import atomic_write
+
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
+    with atomic_write(path, "w") as f:  # never a half-written units file under the final name
         f.write(lines)
 
 

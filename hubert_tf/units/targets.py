@@ -30,7 +30,7 @@ def fit_layer_kmeans(model, corpus: Sequence[Audio], layer: int, n_clusters: int
     The metadata records `{"features": "hubert", "layer": layer, "label_rate": <frames per second>}`.
     """
     model = load_model(model)
-    features = [extract_layer_features(model, a, layer) for a in corpus]
+    features = extract_layer_features(model, list(corpus), layer)
     frame_rate = 16000 / model.config.inputs_to_logits_ratio
     metadata = {"features": "hubert", "layer": int(layer), "label_rate": frame_rate, **kwargs.pop("metadata", {})}
     return KMeans(n_clusters, seed=seed, metadata=metadata, **kwargs).fit(features)
