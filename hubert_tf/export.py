@@ -17,31 +17,35 @@ The SavedModel holds only standard TF ops: `tf.saved_model.load` and TF Serving 
 
 from __future__ import annotations
 
+import ctypes
+import json
 import os
 import shutil
+import sys
 import tempfile
 import warnings
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-from .checkpoints.formats.atomic import atomic_write
-from .serving import GreedyCTCDecoder, normalize_audio
+from .files import atomic_write
+from .modeling._tf_runtime import add_tflite_metadata, freeze_concrete_function, read_tflite_metadata
+from .modeling.inputs import graph_checks_disabled
+from .serving.signatures import INPUT_VALUES as _INPUT_VALUES
+from .serving.signatures import Signatures
+from .serving.warmup import warmup_requests, write_warmup_file
 
-SERVE_ENDPOINT = "serve"  # also written as "serving_default", the signature TF Serving uses by default
-TRANSCRIBE = "transcribe"
-TRANSCRIBE_PADDED = "transcribe_padded"
-FORMATS = ("saved_model", "tflite")
+FORMATS = ("saved_model", "tflite", "onnx")
 QUANTIZATIONS = (None, "dynamic")
+TFLITE_METADATA = "hubert_tf"  # flatbuffer metadata entry: JSON with the minimum input length
 
-_AUDIO = tf.TensorSpec([None, None], tf.float32, name="audio")
-_INPUT_VALUES = tf.TensorSpec([None, None], tf.float32, name="input_values")
-_ATTENTION_MASK = tf.TensorSpec([None, None], tf.int32, name="attention_mask")
 
 
 def export_saved_model(model, path: str | os.PathLike, *, version: int | None = None, processor=None,
-                       skip_special_tokens: bool = False, overwrite: bool = False, verbose: bool = False) -> str:
+                       skip_special_tokens: bool = False, output_layers=None, top_k: int = 5, warmup: bool = False,
+                       warmup_model_name: str | None = None, overwrite: bool = False, verbose: bool = False) -> str:
     """Writes `model` as a SavedModel whose signatures accept audio of any length and batch size.
 
     The directory is written next to its final place and renamed into it when complete, so a TF Serving
@@ -53,13 +57,21 @@ def export_saved_model(model, path: str | os.PathLike, *, version: int | None = 
             (TF Serving's `--model_base_path`).
         version: int. Write into `path/<version>/`, the `MODEL_NAME/VERSION/` layout of TF Serving.
             Defaults to None (write into `path` itself).
-        processor: a `HubertProcessor` or a directory / hub id holding its files. Adds the `transcribe`
-            and `transcribe_padded` signatures: raw audio -> normalisation (as the processor's feature
-            extractor, statistics over the valid samples) -> model -> greedy CTC decoding (as the
-            processor's tokenizer). `TFHubertForCTC` only. Defaults to None.
+        processor: a `HubertProcessor` or a directory / hub id holding its files. Adds the `transcribe`,
+            `transcribe_padded` and `transcribe_lengths` signatures: raw audio -> normalisation (as the
+            processor's feature extractor, statistics over the valid samples) -> model -> greedy CTC
+            decoding (as the processor's tokenizer). `TFHubertForCTC` only. Its feature extractor's
+            settings also apply to the other raw-audio signatures. Defaults to None.
         skip_special_tokens: bool. The tokenizer's `decode(skip_special_tokens=...)` for the text
             signatures. Defaults to False (transformers' CTC pipeline setting: with True the tokenizer
             drops the blank before merging repeats, which merges doubled letters).
+        output_layers: optional list of ints: hidden states that `forward_lengths` and `embed` also return
+            (`hidden_state_<layer>` [batch, frames, hidden]). Defaults to None.
+        top_k: int. Labels per row of the `classify` signature (classification models). Defaults to 5.
+        warmup: bool. Write `assets.extra/tf_serving_warmup_requests` (TF Serving replays them at load,
+            so the first real requests pay no graph initialisation). Needs `hubert_tf[serving]`.
+            Defaults to False.
+        warmup_model_name: str. The model name in the warm-up requests (TF Serving ignores it).
         overwrite: bool. Replace an existing SavedModel at the target. Defaults to False (FileExistsError).
         verbose: bool. Print the signatures. Defaults to False.
 
@@ -85,17 +97,28 @@ def export_saved_model(model, path: str | os.PathLike, *, version: int | None = 
     """
     target = _target_dir(path, version)
     _check_target(target, overwrite)
+    if isinstance(processor, (str, os.PathLike)):
+        from .processing import HubertProcessor
+
+        processor = HubertProcessor.from_pretrained(os.fspath(processor))
+    signatures = Signatures(model, processor, skip_special_tokens=skip_special_tokens, output_layers=output_layers,
+                            top_k=top_k).all()
+    warmup_records = None
+    if warmup:
+        warmup_records = warmup_requests(signatures, model.config.receptive_field, model_name=warmup_model_name)
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint(SERVE_ENDPOINT, _serve_function(model))
-    if processor is not None:
-        for name, function in _transcribe_functions(model, processor, skip_special_tokens).items():
-            archive.add_endpoint(name, function)
+    for name, function in signatures.items():
+        archive.add_endpoint(name, function)
     parent = os.path.dirname(os.path.abspath(target))
     os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.tmp-", dir=parent)
+    _remove_stale_staging(parent, os.path.basename(target))
+    staging = tempfile.mkdtemp(prefix=_staging_prefix(os.path.basename(target)), dir=parent)
     try:
         archive.write_out(staging, verbose=verbose)
+        if warmup_records is not None:
+            write_warmup_file(staging, warmup_records)
+        _make_readable(staging)
         _move_into_place(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -131,21 +154,21 @@ def to_tflite(model, path: str | os.PathLike, *, quantize: str | None = None) ->
     >>> runner(input_values=np.zeros((1, 24000), "float32"))["last_hidden_state"].shape
     (1, 74, 32)
     """
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
-
     if quantize not in QUANTIZATIONS:
         raise ValueError(f"quantize must be one of {QUANTIZATIONS}, got {quantize!r}")
     names = []
 
     @tf.function(input_signature=[_INPUT_VALUES])
     def forward(input_values):
-        name, output = _main_output(model(input_values, training=False))
+        # TFLite's built-in ops have no assertions: `tflite_interpreter` checks inputs before invoke().
+        with graph_checks_disabled():
+            name, output = _main_output(model(input_values, training=False))
         names.append(name)
         return output
 
     # Weights become constants: the converter's resource-variable path leaves them uninitialised
     # (NaN outputs) in TF 2.21, and constants are what dynamic-range quantisation works on.
-    frozen = convert_variables_to_constants_v2(forward.get_concrete_function())
+    frozen = freeze_concrete_function(forward.get_concrete_function())
     output_name = names[-1]
 
     @tf.function(input_signature=[_INPUT_VALUES])
@@ -162,6 +185,8 @@ def to_tflite(model, path: str | os.PathLike, *, quantize: str | None = None) ->
         flatbuffer = converter.convert()
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    flatbuffer = add_tflite_metadata(flatbuffer, TFLITE_METADATA, json.dumps(
+        {"min_samples": int(model.config.receptive_field), "input": "input_values"}).encode())
     with atomic_write(path, "wb") as f:  # no half-written .tflite under the final name
         f.write(flatbuffer)
     return path
@@ -171,6 +196,9 @@ def tflite_interpreter(model_path: str | os.PathLike | None = None, *, model_con
                        num_threads: int | None = None):
     """A TFLite interpreter for a model from `to_tflite`: LiteRT's (`ai_edge_litert`) when installed,
     else `tf.lite.Interpreter` (deprecated in favour of LiteRT but still in TF 2.21).
+
+    Inputs are checked in Python before the interpreter runs (audio shorter than the conv receptive
+    field, non-finite samples, wrong rank): the interpreter itself would read out of bounds on them.
 
     Args:
         model_path: str or PathLike. A `.tflite` file.
@@ -182,18 +210,69 @@ def tflite_interpreter(model_path: str | os.PathLike | None = None, *, model_con
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
         Interpreter = tf.lite.Interpreter
+    if model_content is None:
+        with open(path, "rb") as f:
+            model_content = f.read()
+    info = read_tflite_metadata(model_content, TFLITE_METADATA)
+    min_samples = int(json.loads(info)["min_samples"]) if info else 1
+    checked = _checked_interpreter_class(Interpreter)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tf.lite's notice pointing to ai_edge_litert
-        return Interpreter(model_path=path, model_content=model_content, num_threads=num_threads)
+        interpreter = checked(model_content=model_content, num_threads=num_threads)
+    interpreter.min_samples = min_samples
+    return interpreter
+
+
+def _check_tflite_audio(values, min_samples):
+    values = np.asarray(values)
+    if values.ndim != 2:
+        raise ValueError(f"input_values must have shape [batch, samples], got {values.shape}")
+    if values.shape[1] < min_samples:
+        raise ValueError(f"input_values has {values.shape[1]} samples, fewer than the minimum of {min_samples} "
+                         "(audio shorter than the receptive field of the conv feature encoder)")
+    if not np.isfinite(values).all():
+        raise ValueError("input_values contains NaN or infinite value(s)")
+
+
+def _checked_interpreter_class(base):
+    class CheckedInterpreter(base):
+        """The TFLite interpreter with HuBERT's input checks before every run."""
+
+        min_samples = 1
+
+        def invoke(self):
+            for detail in self.get_input_details():
+                _check_tflite_audio(self.get_tensor(detail["index"]), self.min_samples)
+            return super().invoke()
+
+        def get_signature_runner(self, signature_key=None):
+            runner = super().get_signature_runner(signature_key)
+            call, min_samples = runner.__call__, self.min_samples
+
+            class CheckedRunner(type(runner)):
+                def __call__(self, **kwargs):
+                    for value in kwargs.values():
+                        _check_tflite_audio(value, min_samples)
+                    return call(**kwargs)
+
+            runner.__class__ = CheckedRunner
+            return runner
+
+    return CheckedInterpreter
 
 
 def export_model(model, path: str | os.PathLike, format: str = "saved_model", **kwargs: Any) -> str:
-    """Exports `model` in `format` ("saved_model" -> `export_saved_model`, "tflite" -> `to_tflite`);
-    `kwargs` go to that function. Returns the path written."""
+    """Exports `model` in `format` ("saved_model" -> `export_saved_model`, "tflite" -> `to_tflite`,
+    "onnx" -> `hubert_tf.onnx.export_onnx`, needs `hubert_tf[onnx]`); `kwargs` go to that function.
+    Returns the path written."""
     if format == "saved_model":
         return export_saved_model(model, path, **kwargs)
     if format == "tflite":
         return to_tflite(model, path, **kwargs)
+    if format == "onnx":
+        from .onnx import export_onnx
+
+        return export_onnx(model, path, **kwargs)
     raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
 
 
@@ -203,65 +282,6 @@ def _main_output(outputs):
     "last_hidden_state" (the bare model)."""
     name = "logits" if "logits" in outputs else "last_hidden_state"
     return name, tf.cast(outputs[name], tf.float32)
-
-
-def _check_inputs(model, input_values, attention_mask=None):
-    """In-graph checks that give serving clients a readable error instead of a conv shape error."""
-    checks = [tf.debugging.assert_greater_equal(
-        tf.shape(input_values)[1], model.config.receptive_field,
-        message=f"audio needs at least {model.config.receptive_field} samples (the conv receptive field)",
-    )]
-    if attention_mask is not None:
-        checks.append(tf.debugging.assert_equal(
-            tf.shape(attention_mask), tf.shape(input_values),
-            message="attention_mask must have the shape of the audio [batch, samples]",
-        ))
-    return checks
-
-
-def _serve_function(model):
-    @tf.function(input_signature=[_INPUT_VALUES, _ATTENTION_MASK])
-    def serve(input_values, attention_mask):
-        with tf.control_dependencies(_check_inputs(model, input_values, attention_mask)):
-            outputs = model(input_values, attention_mask=attention_mask, training=False)
-        name, output = _main_output(outputs)
-        return {name: output}
-
-    return serve
-
-
-def _transcribe_functions(model, processor, skip_special_tokens):
-    if isinstance(processor, (str, os.PathLike)):
-        from .processing import HubertProcessor
-
-        processor = HubertProcessor.from_pretrained(os.fspath(processor))
-    if not hasattr(model, "lm_head"):
-        raise ValueError(f"processor= (audio-to-text signatures) needs a CTC model, got {type(model).__name__}")
-    extractor = processor.feature_extractor
-    decoder = GreedyCTCDecoder(processor.tokenizer, model.config.vocab_size, skip_special_tokens)
-
-    def transcribe_graph(audio, attention_mask):
-        with tf.control_dependencies(_check_inputs(model, audio, attention_mask)):
-            input_values = normalize_audio(audio, attention_mask, do_normalize=extractor.do_normalize,
-                                           padding_value=extractor.padding_value)
-        # As the Python path: the model sees the mask only when the feature extractor returns one
-        # (hubert-base-style checkpoints are run without it).
-        model_mask = attention_mask if extractor.return_attention_mask else None
-        logits = model(input_values, attention_mask=model_mask, training=False)["logits"]
-        sample_lengths = model.sample_lengths(audio, attention_mask)
-        frame_lengths = tf.clip_by_value(model.hubert.frame_lengths(sample_lengths), 0, tf.shape(logits)[1])
-        text, token_ids = decoder(tf.cast(logits, tf.float32), frame_lengths)
-        return {"text": text, "token_ids": token_ids, "frame_lengths": frame_lengths}
-
-    @tf.function(input_signature=[_AUDIO])
-    def transcribe(audio):
-        return transcribe_graph(audio, None)
-
-    @tf.function(input_signature=[_AUDIO, _ATTENTION_MASK])
-    def transcribe_padded(audio, attention_mask):
-        return transcribe_graph(audio, attention_mask)
-
-    return {TRANSCRIBE: transcribe, TRANSCRIBE_PADDED: transcribe_padded}
 
 
 def _target_dir(path, version) -> str:
@@ -287,13 +307,69 @@ def _check_target(target, overwrite):
             raise FileExistsError(f"{target} is not empty and holds no SavedModel; not replacing it")
 
 
+def _staging_prefix(name: str) -> str:
+    # The writer's pid in the name: a later export removes the leftovers of killed ones, never a live one's.
+    return f".{name}.tmp-{os.getpid()}-"
+
+
+def _remove_stale_staging(parent: str, name: str) -> None:
+    """Removes staging directories that exports killed mid-way left next to `name`."""
+    prefix = f".{name}.tmp-"
+    for entry in os.listdir(parent):
+        if not entry.startswith(prefix):
+            continue
+        pid = entry[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but not ours, or no permission to ask: leave it alone
+        return True
+    return True
+
+
+def _make_readable(directory: str) -> None:
+    """Directories 0777 and files 0666 less the umask (mkdtemp makes 0700), so a server running as
+    another user can read the export."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for root, dirs, files in os.walk(directory):
+        os.chmod(root, 0o777 & ~umask)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o666 & ~umask)
+
+
+def _exchange(a: str, b: str) -> bool:
+    """Atomically swaps two directory entries (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
 def _move_into_place(staging, target):
-    """Renames the finished SavedModel into `target` (an old SavedModel there is replaced)."""
+    """Puts the finished SavedModel at `target`. An old SavedModel there is swapped out in one atomic
+    step where the OS allows (a crash never leaves the version missing), else with two renames."""
+    if os.path.isdir(target) and os.listdir(target) and _exchange(staging, target):
+        return  # `staging` now holds the old export, removed by the caller
     old = None
     if os.path.isdir(target):
         if os.listdir(target):
             parent = os.path.dirname(os.path.abspath(target))
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.old-", dir=parent)
+            old = tempfile.mkdtemp(prefix=_staging_prefix(os.path.basename(target)) + "old-", dir=parent)
             os.rmdir(old)
             os.rename(target, old)
         else:
