@@ -509,7 +509,9 @@ def test_plan_refuses_a_state_dict_that_is_not_flat(tmp_path):
 BOMB_LIMITS = dict(memory_bytes=384 << 20, cpu_seconds=10, wall_seconds=20)
 
 
-def assert_refused_quickly(outcome, message, max_seconds=5.0, max_rss=96 << 20):
+# 256 MiB: a forked child of a big test process counts the parent pages it touches (~100 MB seen in the
+# full suite); the bombs these guard against took 0.5-18 GB.
+def assert_refused_quickly(outcome, message, max_seconds=5.0, max_rss=256 << 20):
     assert outcome.status == "error" and outcome.error_type == "ValueError", outcome
     assert not outcome.memory_error, outcome
     assert re.search(message, outcome.message), outcome
