@@ -32,7 +32,7 @@ from hubert_tf.checkpoints.formats import read_index, read_legacy_tf_h5, read_sa
 from hubert_tf.files import read_json
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
-DEFAULT_CASES = 40  # per reader, spread over its fixtures: ~0.5 s per reader
+DEFAULT_CASES = 20  # per reader, spread over its fixtures (h5: each case starts its metadata child)
 SLOW_CASES = 1000
 MAX_RSS_GROWTH = 256 << 20  # the fixtures are ~100 KB: a reader needing more is being bombed
 LIMITS = dict(memory_bytes=(1 << 30) + (1 << 29), cpu_seconds=20, wall_seconds=30)
