@@ -1,4 +1,5 @@
-"""`HubertConfig`: every field of the reference `transformers.HubertConfig`, same names and defaults."""
+"""`HubertConfig` and `Wav2Vec2Config`: every field of the reference `transformers.HubertConfig` /
+`Wav2Vec2Config`, same names and defaults (one set of layers builds both families)."""
 
 from __future__ import annotations
 
@@ -169,7 +170,9 @@ def _check_json_data(name: str, value: Any) -> None:
 
 def _coerce(key: str, value: Any) -> Any:
     """A reference field's value in its Python type, or ValueError naming the field and the value."""
-    if key in _TUPLES:
+    if key in _W2V_OPTIONAL_INTS:
+        return None if value is None else _as_int(key, value)
+    if key in _TUPLES or key in _W2V_TUPLES:
         if type(value).__name__ == "ndarray" and value.ndim == 1:
             value = value.tolist()  # without importing numpy here
         if not isinstance(value, (list, tuple)):
@@ -177,9 +180,9 @@ def _coerce(key: str, value: Any) -> Any:
         if len(value) > MAX_CONV_LAYERS:
             raise ValueError(f"{key} has {len(value)} entries, more than the limit of {MAX_CONV_LAYERS} conv layers")
         return tuple(_as_int(key, v) for v in value)
-    if key in _BOOLEANS:
+    if key in _BOOLEANS or key in _W2V_BOOLEANS:
         return _as_bool(key, value)
-    if key in _INT_RANGES:
+    if key in _INT_RANGES or key in _W2V_INT_RANGES:
         return _as_int(key, value)
     if key in _OPTIONAL_TOKEN_IDS:
         return None if value is None else _as_int(key, value)
@@ -272,12 +275,22 @@ class HubertConfig:
     """
 
     model_type = "hubert"
+    # The reference fields of this model type, with their defaults (a subclass for another type lists
+    # its own); and fields the reference type does not have, fixed to what its layers do.
+    _fields: dict[str, Any] = _DEFAULTS
+    _fixed: dict[str, Any] = {}
 
     def __init__(self, **kwargs: Any):
         for key in _DERIVED:
             kwargs.pop(key, None)
         kwargs.pop("model_type", None)
-        for key, default in _DEFAULTS.items():
+        for key, value in self._fixed.items():
+            given = kwargs.pop(key, value)
+            if given != value:
+                raise ValueError(f"{key} must be {value!r} for model_type {self.model_type!r} (its layers "
+                                 f"always work that way), got {_short(given)}")
+            setattr(self, key, value)
+        for key, default in self._fields.items():
             setattr(self, key, _coerce(key, kwargs.pop(key, default)))
         id2label = kwargs.pop("id2label", None)
         label2id = kwargs.pop("label2id", None)
@@ -332,8 +345,12 @@ class HubertConfig:
     def validate(self) -> None:
         """Raises a one-line ValueError naming the first field that is invalid (type, range, size limit
         or consistency with the other fields); int-like values (numpy integers) become Python ints."""
-        for key in _DEFAULTS:  # types again: fields may have been assigned after construction
+        for key in self._fields:  # types again: fields may have been assigned after construction
             setattr(self, key, _coerce(key, getattr(self, key)))
+        for key, value in self._fixed.items():
+            if getattr(self, key) != value:
+                raise ValueError(f"{key} must be {value!r} for model_type {self.model_type!r}, "
+                                 f"got {_short(getattr(self, key))}")
         n = len(self.conv_dim)
         if n < 1:
             raise ValueError("conv_dim must have at least one entry (one per conv layer)")
@@ -422,15 +439,20 @@ class HubertConfig:
         total += h * proj + proj + proj * labels + labels  # classification head
         if self.use_weighted_layer_sum:
             total += self.num_hidden_layers + 1
+        total += self._extra_parameters()
         return int(total)
+
+    def _extra_parameters(self) -> int:
+        """Parameters of layers only another model type has (none for HuBERT)."""
+        return 0
 
     # ----------------------------------------------------------------------------------- (de)serialisation
     def to_dict(self) -> dict[str, Any]:
         """All fields (reference ones, derived ones and kept extras) as JSON-ready values."""
         out: dict[str, Any] = {}
-        for key in _DEFAULTS:
+        for key in self._fields:
             value = getattr(self, key)
-            out[key] = list(value) if key in _TUPLES else value
+            out[key] = list(value) if isinstance(value, tuple) else value
         out["num_feat_extract_layers"] = self.num_feat_extract_layers
         out["id2label"] = {str(k): v for k, v in self.id2label.items()}
         out["label2id"] = dict(self.label2id)
@@ -443,7 +465,11 @@ class HubertConfig:
     def from_dict(cls, config_dict: dict[str, Any], **overrides: Any) -> "HubertConfig":
         model_type = config_dict.get("model_type", cls.model_type)
         if model_type != cls.model_type:
-            raise ValueError(f"config has model_type {model_type!r}, expected {cls.model_type!r}")
+            hint = ""
+            if model_type in CONFIG_CLASSES:
+                hint = (f"; load it with {CONFIG_CLASSES[model_type].__name__} (or `load_config`, which "
+                        "picks the class from model_type)")
+            raise ValueError(f"config has model_type {model_type!r}, expected {cls.model_type!r}{hint}")
         merged = dict(config_dict)
         merged.update(overrides)
         return cls(**merged)
@@ -482,13 +508,8 @@ class HubertConfig:
             **kwargs: `revision`, `cache_dir`, `local_files_only`, `token` for the hub; anything else
                 overrides config fields.
         """
-        from .hub import resolve_file
-
-        hub_kwargs = {k: kwargs.pop(k) for k in ("revision", "cache_dir", "local_files_only", "token") if k in kwargs}
-        path = os.fspath(pretrained_model_name_or_path)
-        if os.path.isfile(path):
-            return cls.from_json_file(path, **kwargs)
-        return cls.from_json_file(resolve_file(path, CONFIG_NAME, **hub_kwargs), **kwargs)
+        path, overrides = _config_file(pretrained_model_name_or_path, kwargs)
+        return cls.from_json_file(path, **overrides)
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> str:
         """Writes `config.json` into `save_directory` (created if needed); returns the file path."""
@@ -511,3 +532,172 @@ class HubertConfig:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__} {self.to_json_string()}"
+
+
+def _config_file(name_or_path, kwargs: dict) -> tuple[str, dict]:
+    """(local path of the `config.json` of a directory, file or hub id; the non-hub kwargs)."""
+    from .hub import resolve_file
+
+    kwargs = dict(kwargs)
+    hub_kwargs = {k: kwargs.pop(k) for k in ("revision", "cache_dir", "local_files_only", "token") if k in kwargs}
+    path = os.fspath(name_or_path)
+    if os.path.isfile(path):
+        return path, kwargs
+    return resolve_file(path, CONFIG_NAME, **hub_kwargs), kwargs
+
+
+# ----------------------------------------------------------------------------------- wav2vec 2.0
+# Fields of the reference `transformers.Wav2Vec2Config`, in its order, with its defaults. The
+# quantizer, contrastive, x-vector and conv-adapter fields are checked and written back; inference
+# uses none of them.
+_WAV2VEC2_DEFAULTS: dict[str, Any] = {}
+for _key, _value in _DEFAULTS.items():
+    if _key in ("feat_proj_layer_norm", "conv_pos_batch_norm"):
+        continue  # not wav2vec2 fields: its feature projection always has its layer norm, its pos conv weight norm
+    _WAV2VEC2_DEFAULTS[_key] = _value
+    if _key == "feat_proj_dropout":
+        _WAV2VEC2_DEFAULTS["feat_quantizer_dropout"] = 0.0
+    elif _key == "mask_feature_min_masks":
+        _WAV2VEC2_DEFAULTS.update(
+            num_codevectors_per_group=320, num_codevector_groups=2, contrastive_logits_temperature=0.1,
+            num_negatives=100, codevector_dim=256, proj_codevector_dim=256, diversity_loss_weight=0.1,
+        )
+    elif _key == "classifier_proj_size":
+        _WAV2VEC2_DEFAULTS.update(
+            tdnn_dim=(512, 512, 512, 512, 1500), tdnn_kernel=(5, 3, 3, 1, 1), tdnn_dilation=(1, 2, 3, 1, 1),
+            xvector_output_dim=512,
+        )
+_WAV2VEC2_DEFAULTS.update(
+    add_adapter=False, adapter_kernel_size=3, adapter_stride=2, num_adapter_layers=3, output_hidden_size=None,
+    adapter_attn_dim=None,
+)
+_W2V_TUPLES = ("tdnn_dim", "tdnn_kernel", "tdnn_dilation")
+_W2V_BOOLEANS = ("add_adapter",)
+_W2V_OPTIONAL_INTS = ("adapter_attn_dim",)
+_W2V_INT_RANGES = {
+    "num_codevectors_per_group": (1, 1 << 16),
+    "num_codevector_groups": (1, 1024),
+    "num_negatives": (0, 1 << 16),
+    "codevector_dim": (1, 65536),
+    "proj_codevector_dim": (1, 65536),
+    "xvector_output_dim": (1, 65536),
+    "adapter_kernel_size": (1, 1024),
+    "adapter_stride": (1, 1024),
+    "num_adapter_layers": (0, 256),
+    "output_hidden_size": (1, 16384),
+}
+MAX_ADAPTER_ATTN_DIM = 65536
+
+
+class Wav2Vec2Config(HubertConfig):
+    """Configuration of a wav2vec 2.0 / XLS-R / MMS model, field for field the reference
+    `transformers.Wav2Vec2Config`; builds the same Keras layers as `HubertConfig`.
+
+    Every hub `config.json` with `"model_type": "wav2vec2"` loads unchanged. Besides the HuBERT fields
+    (see `HubertConfig`; wav2vec2 has no `feat_proj_layer_norm` or `conv_pos_batch_norm`: its feature
+    projection always has its layer norm and its positional conv is weight-normed):
+
+    Args:
+        adapter_attn_dim: optional int. Width of the per-language attention adapters of MMS (one after
+            every stable-layer-norm encoder layer; see `TFWav2Vec2ForCTC.load_adapter`). Defaults to None.
+        add_adapter: bool. The strided conv adapter of speech-to-text encoders (not supported by the
+            models yet: they refuse such a config). Defaults to False.
+        adapter_kernel_size, adapter_stride, num_adapter_layers, output_hidden_size: that conv adapter.
+        num_codevectors_per_group, num_codevector_groups, contrastive_logits_temperature, num_negatives,
+            codevector_dim, proj_codevector_dim, diversity_loss_weight, feat_quantizer_dropout:
+            pretraining (quantizer / `project_q` / `project_hid`) fields, kept but unused for inference.
+        tdnn_dim, tdnn_kernel, tdnn_dilation, xvector_output_dim: x-vector head fields, kept, unused.
+
+    Example:
+
+    >>> from hubert_tf import Wav2Vec2Config
+    >>> config = Wav2Vec2Config(do_stable_layer_norm=True, feat_extract_norm="layer", conv_bias=True)
+    >>> config.model_type, config.feat_proj_layer_norm, config.output_hidden_size
+    ('wav2vec2', True, 768)
+    """
+
+    model_type = "wav2vec2"
+    _fields = _WAV2VEC2_DEFAULTS
+    _fixed = {"feat_proj_layer_norm": True, "conv_pos_batch_norm": False}
+
+    def __init__(self, **kwargs: Any):
+        if kwargs.get("output_hidden_size") is None:  # the reference's `output_hidden_size or hidden_size`
+            kwargs["output_hidden_size"] = kwargs.get("hidden_size", _DEFAULTS["hidden_size"])
+        super().__init__(**kwargs)
+
+    def validate(self) -> None:
+        super().validate()
+        for name, (low, high) in _W2V_INT_RANGES.items():
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
+        for name in _W2V_TUPLES:
+            if len(getattr(self, name)) > MAX_CONV_LAYERS:
+                raise ValueError(f"{name} has more than {MAX_CONV_LAYERS} entries")
+        if self.adapter_attn_dim is not None and not 1 <= self.adapter_attn_dim <= MAX_ADAPTER_ATTN_DIM:
+            raise ValueError(f"adapter_attn_dim must be null or in [1, {MAX_ADAPTER_ATTN_DIM}], "
+                             f"got {self.adapter_attn_dim}")
+        if not 0.0 <= self.feat_quantizer_dropout <= 1.0:
+            raise ValueError(f"feat_quantizer_dropout must be a probability in [0, 1], got {self.feat_quantizer_dropout!r}")
+
+    @property
+    def has_attention_adapters(self) -> bool:
+        """Whether the encoder layers carry MMS attention adapters (only stable-layer-norm layers do,
+        as in the reference)."""
+        return self.adapter_attn_dim is not None and self.do_stable_layer_norm
+
+    def _extra_parameters(self) -> int:
+        h, a = self.hidden_size, self.adapter_attn_dim
+        total = self.num_hidden_layers * (2 * h + 2 * h * a + a + h) if self.has_attention_adapters else 0
+        if self.add_adapter:
+            o = self.output_hidden_size
+            if o != h:
+                total += h * o + 3 * o
+            total += self.num_adapter_layers * (2 * o * o * self.adapter_kernel_size + 2 * o)
+        return total
+
+
+# model_type -> config class, for `load_config` / `config_from_dict` and for error messages.
+CONFIG_CLASSES: dict[str, type] = {"hubert": HubertConfig, "wav2vec2": Wav2Vec2Config}
+
+
+def config_class(model_type: Any) -> type:
+    """The config class of `model_type` ("hubert" or "wav2vec2"); ValueError for any other."""
+    if model_type not in CONFIG_CLASSES:
+        raise ValueError(f"model_type {_short(model_type)} is not supported; supported: {sorted(CONFIG_CLASSES)}")
+    return CONFIG_CLASSES[model_type]
+
+
+def config_from_dict(config_dict: dict[str, Any], **overrides: Any) -> HubertConfig:
+    """A `HubertConfig` or `Wav2Vec2Config`, by the dict's `model_type` (HuBERT when it has none).
+
+    Example:
+
+    >>> type(config_from_dict({"model_type": "wav2vec2"})).__name__
+    'Wav2Vec2Config'
+    """
+    return config_class(config_dict.get("model_type", "hubert")).from_dict(config_dict, **overrides)
+
+
+def load_config(pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> HubertConfig:
+    """`from_pretrained` of the config class the file's `model_type` names (HuBERT when absent).
+
+    Args:
+        pretrained_model_name_or_path: a directory holding `config.json`, the file itself, or a hub id.
+        **kwargs: hub options and field overrides, as `HubertConfig.from_pretrained`.
+
+    Example:
+
+    >>> load_config("tests/fixtures/base_style").model_type  # doctest: +SKIP
+    'hubert'
+    """
+    from .files import read_json
+
+    path, overrides = _config_file(pretrained_model_name_or_path, kwargs)
+    data = read_json(path) if not os.path.isdir(path) else None
+    model_type = data.get("model_type", "hubert") if isinstance(data, dict) else "hubert"
+    try:
+        cls = config_class(model_type)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    return cls.from_json_file(path, **overrides)

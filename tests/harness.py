@@ -116,6 +116,11 @@ CASES = {
                   "logits", labels=lambda c, b, f, rng: rng.integers(0, c.num_labels, (b,)).astype("int32")),
         ModelCase(hubert_tf.TFHubertForPreTraining, HubertConfig(**TINY, num_clusters=5, final_dim=8), "logits",
                   labels=lambda c, b, f, rng: rng.integers(0, 5, (b, f)).astype("int32"), fixed_mask=True),
+        # wav2vec 2.0 (the same layers; tests/test_wav2vec2.py): large-style with MMS attention adapters.
+        ModelCase(hubert_tf.TFWav2Vec2ForCTC,
+                  hubert_tf.Wav2Vec2Config(**TINY, feat_extract_norm="layer", do_stable_layer_norm=True,
+                                           conv_bias=True, adapter_attn_dim=4), "logits",
+                  labels=lambda c, b, f, rng: rng.integers(1, c.vocab_size, (b, 4)).astype("int32")),
     )
 }
 

@@ -12,7 +12,10 @@ batch-norm statistics included), saves it with `save_pretrained` (config.json + 
 and records the reference outputs on a padded batch and on an unpadded single example in
 `reference.npz`. Hidden states follow the transformers 4.x convention (the encoder input, then each
 layer's output, the last entry equal to last_hidden_state), captured with hooks. The geometry_* cases
-vary the conv stack (which feature-encoder branch each reaches: "covers" in their SOURCE.json).
+vary the conv stack (which feature-encoder branch each reaches: "covers" in their SOURCE.json). The
+w2v_* cases are transformers' Wav2Vec2Model / Wav2Vec2ForCTC / Wav2Vec2ForSequenceClassification, and
+w2v_mms adds MMS attention adapters with `adapter.<lang>.safetensors` files, a per-language vocab.json
+and the reference's logits after `load_adapter("fra")`.
 
 `training_gradients` records the CTC gradients of some cases in training mode (written to
 tests/fixtures/training_gradients/, keyed by the sha256 of the case's checkpoint: rerun it after
@@ -67,7 +70,25 @@ CASES = {
     "geometry_layer": ("HubertForCTC", dict(
         conv_dim=(16, 16, 24, 32), conv_kernel=(11, 3, 2, 2), conv_stride=(5, 2, 2, 4), conv_bias=True,
         feat_extract_norm="layer", do_stable_layer_norm=False, feat_extract_activation="silu")),
+    # wav2vec 2.0 (transformers.Wav2Vec2*): the same layers under the `wav2vec2.` prefix, the feature
+    # projection always layer-normed. base: group norm, post-LN; large / XLS-R: layer norm, pre-LN, bias.
+    "w2v_base_style": ("Wav2Vec2ForCTC", dict(feat_extract_norm="group", do_stable_layer_norm=False,
+                                              conv_bias=False)),
+    "w2v_large_style": ("Wav2Vec2ForCTC", dict(feat_extract_norm="layer", do_stable_layer_norm=True,
+                                               conv_bias=True, ctc_loss_reduction="mean")),
+    "w2v_bare": ("Wav2Vec2Model", dict(feat_extract_norm="group", do_stable_layer_norm=False, mask_time_prob=0.0)),
+    # Post-LN, where transformers 5's hidden states (mixed by the weighted layer sum) agree with the 4.x
+    # convention hubert_tf follows (pre-LN: see tools/fixtures_classification.py).
+    "w2v_cls": ("Wav2Vec2ForSequenceClassification", dict(num_labels=4, classifier_proj_size=24,
+                                                          use_weighted_layer_sum=True, feat_extract_norm="layer",
+                                                          do_stable_layer_norm=False, conv_bias=True)),
+    # MMS: stable layer norm with per-language attention adapters; adapter.<lang>.safetensors for two
+    # languages ("fra" with another vocabulary size) and the outputs with "fra" loaded.
+    "w2v_mms": ("Wav2Vec2ForCTC", dict(feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True,
+                                       adapter_attn_dim=8)),
 }
+# The adapter languages of the MMS case: language -> vocabulary size (the first is the checkpoint's own).
+MMS_LANGUAGES = {"eng": 12, "fra": 9}
 
 # What each conv-geometry case covers in hubert_tf/modeling/feature_encoder.py (written to SOURCE.json).
 COVERS = {
@@ -167,11 +188,13 @@ def make_labels(batch, vocab_size, seed, lengths=(5, 3, 7)):
 
 def run_case(name, class_name, overrides, seed):
     torch.manual_seed(seed)
-    config = transformers.HubertConfig(**{**TINY, **overrides})
+    wav2vec2 = class_name.startswith("Wav2Vec2")
+    config = (transformers.Wav2Vec2Config if wav2vec2 else transformers.HubertConfig)(**{**TINY, **overrides})
     config._attn_implementation = "eager"
     model = getattr(transformers, class_name)(config).eval()
     randomize(model, seed)
-    base = model if class_name == "HubertModel" else model.hubert
+    bare = class_name in ("HubertModel", "Wav2Vec2Model")
+    base = model if bare else getattr(model, "wav2vec2" if wav2vec2 else "hubert")
     out_dir = os.path.join(FIXTURES, name)
     shutil.rmtree(out_dir, ignore_errors=True)
     model.save_pretrained(out_dir)
@@ -184,7 +207,7 @@ def run_case(name, class_name, overrides, seed):
                         ("single", dict(input_values=torch.from_numpy(single)))):
         with torch.no_grad():
             out, hidden = hidden_states_4x(model, base, inputs)
-            if class_name == "HubertModel":
+            if bare:
                 last = out.last_hidden_state
             else:
                 last = base(**inputs).last_hidden_state
@@ -204,7 +227,7 @@ def run_case(name, class_name, overrides, seed):
             arrays["single_masked_last_hidden_state"] = base(
                 input_values=torch.from_numpy(single), mask_time_indices=torch.from_numpy(mask_time)
             ).last_hidden_state.numpy()
-    if class_name == "HubertForCTC":
+    if class_name.endswith("ForCTC"):
         labels = make_labels(len(BATCH_LENGTHS), config.vocab_size, seed + 3)
         arrays["batch_labels"] = labels
         inputs = dict(input_values=torch.from_numpy(x), attention_mask=torch.from_numpy(mask),
@@ -232,13 +255,15 @@ def run_case(name, class_name, overrides, seed):
                 arrays[f"infeasible_loss_zero_infinity_{int(zero)}"] = np.float64(model(
                     input_values=torch.from_numpy(single), labels=torch.from_numpy(long_labels)).loss.item())
         model.config.ctc_zero_infinity = False
-    if class_name == "HubertForSequenceClassification":
+    if class_name.endswith("ForSequenceClassification"):
         labels = np.arange(len(BATCH_LENGTHS)) % config.num_labels
         arrays["batch_labels"] = labels
         with torch.no_grad():
             out = model(input_values=torch.from_numpy(x), attention_mask=torch.from_numpy(mask),
                         labels=torch.from_numpy(labels))
         arrays["batch_loss"] = np.float64(out.loss.item())
+    if getattr(config, "adapter_attn_dim", None) is not None:
+        write_adapters(model, out_dir, arrays, x, mask, single, seed)
     np.savez_compressed(os.path.join(out_dir, "reference.npz"), **arrays)
     with open(os.path.join(out_dir, "SOURCE.json"), "w") as f:
         json.dump({"model_class": class_name, "transformers": transformers.__version__, "torch": torch.__version__,
@@ -246,6 +271,46 @@ def run_case(name, class_name, overrides, seed):
                    **({"covers": COVERS[name]} if name in COVERS else {})},
                   f, indent=2)
     print(f"{name}: {class_name} -> {out_dir} ({sum(a.nbytes for a in arrays.values() if hasattr(a, 'nbytes'))} bytes)")
+
+
+def write_adapters(model, out_dir, arrays, x, mask, single, seed):
+    """MMS: `adapter.<lang>.safetensors` (the attention adapters and the CTC head, the reference's
+    `_get_adapters()` keys) for every language of MMS_LANGUAGES: the first holds the checkpoint's own
+    weights, the others new random ones (and a head of their vocabulary size). Records the logits with
+    the second language loaded by the reference's `load_adapter` into the saved checkpoint, and a
+    `vocab.json` keyed by language."""
+    from safetensors.torch import save_file
+
+    languages = list(MMS_LANGUAGES)
+    save_file({k: v.detach().contiguous() for k, v in model._get_adapters().items()},
+              os.path.join(out_dir, f"adapter.{languages[0]}.safetensors"))
+    g = torch.Generator().manual_seed(seed + 7)
+    for i, lang in enumerate(languages[1:]):
+        weights = {}
+        for key, value in model._get_adapters().items():
+            shape = list(value.shape)
+            if key.startswith("lm_head."):
+                shape[0] = MMS_LANGUAGES[lang]
+            weights[key] = (1.0 + 0.2 * torch.randn(shape, generator=g) if key.endswith("norm.weight")
+                            else 0.5 * torch.randn(shape, generator=g) / (shape[-1] ** 0.5 if len(shape) > 1 else 1))
+        save_file(weights, os.path.join(out_dir, f"adapter.{lang}.safetensors"))
+    other = languages[1]
+    loaded = transformers.Wav2Vec2ForCTC.from_pretrained(out_dir, attn_implementation="eager").eval()
+    loaded.load_adapter(other)
+    with torch.no_grad():
+        arrays[f"{other}_batch_logits"] = loaded(input_values=torch.from_numpy(x),
+                                                 attention_mask=torch.from_numpy(mask)).logits.numpy()
+        arrays[f"{other}_single_logits"] = loaded(input_values=torch.from_numpy(single)).logits.numpy()
+    arrays["adapter_languages"] = np.array(languages)
+    vocab = {}
+    for lang, size in MMS_LANGUAGES.items():
+        # MMS's layout: specials 0-3, the word delimiter "|" at 4, then the language's characters
+        # (here a different set for each language, so decoding shows which vocabulary is in use).
+        first = ord("a") if lang == languages[0] else ord("m")
+        chars = [chr(first + i) for i in range(size - 5)]
+        vocab[lang] = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4, **{c: 5 + i for i, c in enumerate(chars)}}
+    with open(os.path.join(out_dir, "vocab.json"), "w") as f:
+        json.dump(vocab, f, indent=2)
 
 
 # Cases whose CTC-loss gradients are also recorded in training mode (tests/fixtures/training_gradients/).

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from typing import Any, Mapping
 
 import numpy as np
 
-from ..configuration import CONFIG_NAME, HubertConfig
+from ..configuration import CONFIG_NAME, load_config
 from ..hub import resolve_file
 from .formats.records import TensorRecord
 from .names import candidate_keys, is_ignored, legacy_weight, reference_entries
@@ -232,7 +233,7 @@ def load_state_dict_into(model, state: Mapping[str, Any], source: str = "checkpo
     used: set[str] = set()
     missing, mismatched, plan = [], [], []
     for entry in reference_entries(model):
-        key = next((k for name in entry.keys for k in candidate_keys(name) if k in records), None)
+        key = next((k for name in entry.keys for k in candidate_keys(name, entry.prefix) if k in records), None)
         if key is None:
             missing.append(entry.keys[0])
             continue
@@ -278,19 +279,136 @@ def load_state_dict_into(model, state: Mapping[str, Any], source: str = "checkpo
 
 
 def load_pretrained(cls, name_or_path, *, config=None, revision=None, cache_dir=None, local_files_only=False,
-                    token=None, ignore_mismatched_sizes=False, dtype=None, **config_overrides):
-    """The body of `TFHubertPreTrainedModel.from_pretrained` (see there)."""
+                    token=None, ignore_mismatched_sizes=False, dtype=None, target_lang=None, **config_overrides):
+    """The body of `TFHubertPreTrainedModel.from_pretrained` (see there). `target_lang` (MMS checkpoints)
+    loads that language's adapter after the weights, as the reference's `from_pretrained(target_lang=)`."""
     name_or_path = os.fspath(name_or_path)
     if os.path.isfile(name_or_path):
         raise OSError(f"{name_or_path} is a file; pass the directory that holds {CONFIG_NAME} and the weights")
     hub_kwargs = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
     if config is None:
-        config = HubertConfig.from_pretrained(name_or_path, **hub_kwargs, **config_overrides)
+        config = load_config(name_or_path, **hub_kwargs, **config_overrides)
     elif config_overrides:
         config = config.copy(**config_overrides)
+    from ..modeling.wav2vec2 import class_for_checkpoint
+
+    cls = class_for_checkpoint(cls, config, name_or_path)  # a HuBERT class builds its wav2vec2 sibling
     records, path = plan_checkpoint(name_or_path, **hub_kwargs)
     kwargs = {"dtype": dtype} if dtype is not None else {}
     model = cls(config, **kwargs)
     load_state_dict_into(model, records, source=path, ignore_mismatched_sizes=ignore_mismatched_sizes)
     model.name_or_path = name_or_path  # where processors and the CLI find the model's other files
+    if target_lang is not None:
+        if not hasattr(model, "load_adapter"):
+            raise ValueError(f"target_lang={target_lang!r}: {type(model).__name__} has no language adapters "
+                             "(MMS adapters are loaded by TFWav2Vec2ForCTC)")
+        model.load_adapter(target_lang, **hub_kwargs)
     return model
+
+
+# ------------------------------------------------------------------------------------------ MMS adapters
+
+ADAPTER_FILES = ("adapter.{}.safetensors", "adapter.{}.bin")  # first found wins, as in the reference
+# Language ids are file-name parts: letters, digits, "-" and "_" only (MMS: "eng", "cmn-script_simplified").
+_LANGUAGE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+def adapter_entries(model) -> list:
+    """The weight-table entries `load_adapter` swaps: every attention adapter and the CTC head (the
+    reference's `_get_adapters()`)."""
+    return [entry for entry in reference_entries(model)
+            if entry.row.module.startswith("lm_head") or "/adapter_layer/" in entry.row.module]
+
+
+def _replace_head(model, vocab_size: int) -> None:
+    """A new `lm_head` of `vocab_size` outputs (another language's vocabulary; the reference does the same),
+    in the model's dtype policy. Keras locks a built model's state, so the old head is untracked and the new
+    one tracked with the lock lifted (as Keras' own `_untrack_variable` does); functions traced with the old
+    head are dropped (compile again before `fit()`)."""
+    import keras
+
+    from ..modeling.inference import _CACHE_ATTR
+
+    tracker = model._tracker
+    locked = tracker.locked
+    tracker.unlock()
+    try:
+        tracker.untrack(model.lm_head)
+        model.lm_head = keras.layers.Dense(vocab_size, name="lm_head", dtype=model.dtype_policy)
+    finally:
+        if locked:
+            tracker.lock()
+    model.lm_head.build((None, None, model.config.hidden_size))
+    model.config.vocab_size = vocab_size
+    model.__dict__.pop(_CACHE_ATTR, None)  # cached inference functions hold the old head
+    model.train_function = model.test_function = model.predict_function = None
+
+
+def load_adapter(model, target_lang: str, **hub_kwargs) -> None:
+    """Reads `adapter.<target_lang>.safetensors` (or `.bin`) from where `model` was loaded and assigns the
+    attention adapters and CTC head of that language (the body of `TFWav2Vec2ForCTC.load_adapter`).
+
+    The file must hold exactly the adapter keys (the reference's rule); a head of another vocabulary size
+    replaces `model.lm_head` and sets `config.vocab_size`. Everything is checked before any weight changes.
+
+    Raises:
+        ValueError: no `adapter_attn_dim`, a bad language id, missing / unexpected keys, bad shapes or dtypes.
+        OSError: the model has no source directory, or no adapter file for the language.
+    """
+    config = model.config
+    if getattr(config, "adapter_attn_dim", None) is None:
+        raise ValueError(f"cannot load_adapter({target_lang!r}): the config has no adapter_attn_dim "
+                         "(only MMS-style checkpoints have language adapters)")
+    if not isinstance(target_lang, str) or not _LANGUAGE_ID.match(target_lang):
+        raise ValueError(f"target_lang must be a language id (letters, digits, '-', '_'), got {target_lang!r}")
+    source = getattr(model, "name_or_path", None)
+    if source is None:
+        raise OSError(f"load_adapter({target_lang!r}) reads adapter.{target_lang}.safetensors from the model's "
+                      "checkpoint: load the model with from_pretrained first")
+    found = None
+    for pattern in ADAPTER_FILES:
+        filename = pattern.format(target_lang)
+        path = resolve_file(source, filename, required=False, **hub_kwargs)
+        if path is not None:
+            found = filename, path
+            break
+    if found is None:
+        raise OSError(f"no adapter for language {target_lang!r} in {source}: looked for "
+                      + ", ".join(p.format(target_lang) for p in ADAPTER_FILES))
+    filename, path = found
+    records = plan_file(filename, path)
+    expected = {entry.keys[0] for entry in adapter_entries(model)}
+    unexpected, missing = sorted(set(records) - expected), sorted(expected - set(records))
+    if unexpected:
+        raise ValueError(f"{path}: unexpected adapter keys {unexpected[:5]}")
+    if missing:
+        raise ValueError(f"{path}: missing adapter keys {missing[:5]}")
+    head = records["lm_head.weight"]
+    if len(head.shape) != 2 or records["lm_head.bias"].shape != (head.shape[0],):
+        raise ValueError(f"{path}: lm_head.weight {tuple(head.shape)} / lm_head.bias "
+                         f"{tuple(records['lm_head.bias'].shape)} are not a [vocab, hidden] head and its bias")
+    vocab_size = int(head.shape[0])
+    if vocab_size != config.vocab_size:
+        config.copy(vocab_size=vocab_size)  # the new size must make a valid config (pad_token_id < vocab)
+    # Shapes and dtypes of everything (the head at the file's vocabulary size) before any change.
+    for entry in adapter_entries(model):
+        shape = tuple(entry.variable.shape)
+        if entry.row.module == "lm_head":
+            shape = shape[:-1] + (vocab_size,)  # kernel [hidden, vocab] / bias [vocab]
+        wanted = entry.layout.reference_shape(shape)
+        record = records[entry.keys[0]]
+        if tuple(record.shape) != wanted:
+            raise ValueError(f"{path}: adapter weight {entry.keys[0]} has shape {tuple(record.shape)}, "
+                             f"the model expects {wanted}")
+        _check_dtype(path, entry.keys[0], record.dtype)
+    if vocab_size != config.vocab_size:
+        _replace_head(model, vocab_size)
+    for entry in adapter_entries(model):
+        record = records[entry.keys[0]]
+        value = np.asarray(record.read())
+        if value.shape != tuple(record.shape):
+            raise ValueError(f"{path}: weight {entry.keys[0]} read as {value.shape}, its header said "
+                             f"{tuple(record.shape)}")
+        entry.variable.assign(_cast(path, entry.keys[0], entry.from_reference(value),
+                                    _numpy_dtype(entry.variable.dtype)))
+    logger.info("loaded the %s adapter from %s", target_lang, path)

@@ -79,7 +79,7 @@ class Row:
 
     `reference` lists the reference leaf names: the first is written, every one is read (torch's
     weight-norm parametrisation renamed `weight_g` / `weight_v` in torch 2.1). `backbone` rows live
-    under the `hubert.` prefix of the head models.
+    under the body's prefix of the head models (`hubert.` or `wav2vec2.`, the body layer's name).
     """
 
     module: str
@@ -103,7 +103,7 @@ def _norm(module):
 
 
 TABLE: tuple[Row, ...] = tuple([
-    # --- backbone (TFHubertMainLayer), under `hubert.` in the head models -----------------------------
+    # --- backbone (TFHubertMainLayer), under `hubert.` / `wav2vec2.` in the head models ---------------
     Row("", "masked_spec_embed", ("masked_spec_embed",)),
     Row("feature_extractor/conv_layers.N/conv", "kernel", _WEIGHT, _C),
     Row("feature_extractor/conv_layers.N/conv", "bias", _BIAS),
@@ -124,6 +124,10 @@ TABLE: tuple[Row, ...] = tuple([
     *_dense("encoder/layers.N/feed_forward/intermediate_dense"),
     *_dense("encoder/layers.N/feed_forward/output_dense"),
     *_norm("encoder/layers.N/final_layer_norm"),
+    # MMS attention adapters (wav2vec2 with adapter_attn_dim), swapped per language by `load_adapter`.
+    *_norm("encoder/layers.N/adapter_layer/norm"),
+    *_dense("encoder/layers.N/adapter_layer/linear_1"),
+    *_dense("encoder/layers.N/adapter_layer/linear_2"),
     # --- heads -------------------------------------------------------------------------------------
     *_dense("lm_head", backbone=False),                      # TFHubertForCTC
     *_dense("projector", backbone=False),                    # TFHubertForSequenceClassification
@@ -140,6 +144,8 @@ _ROWS = {(row.module, row.leaf, row.backbone): row for row in TABLE}
 IGNORED_SUFFIXES = ("num_batches_tracked",)
 
 BASE_PREFIX = "hubert."
+# Names of the body layer (and so prefixes of the body's weights in head checkpoints), one per family.
+BODY_NAMES = ("hubert", "wav2vec2")
 
 
 def find_row(module_parts: list, leaf: str, backbone: bool, what: str) -> Row:
@@ -159,6 +165,7 @@ class Entry:
     variable: object
     keys: tuple
     row: Row
+    prefix: str = BASE_PREFIX  # the model's body prefix ("hubert." / "wav2vec2."), for `candidate_keys`
 
     @property
     def layout(self) -> Layout:
@@ -181,8 +188,10 @@ def variable_module_path(model, variable) -> list[str]:
     return parts
 
 
-def _split_backbone(parts: list) -> tuple[list, bool]:
-    if parts and parts[0] == "hubert":
+def _split_backbone(parts: list, body: str | None = None) -> tuple[list, bool]:
+    """(path below the body, whether it is in the body); `body` is the model's body name (any family's
+    when None, for files that name their own)."""
+    if parts and (parts[0] == body if body is not None else parts[0] in BODY_NAMES):
         return parts[1:], True
     return parts, False
 
@@ -194,14 +203,16 @@ def reference_entries(model) -> Iterator[Entry]:
         KeyError: a variable has no row in `TABLE` (the message names it).
     """
     strip_base = getattr(model, "base_model_prefix", "hubert") == ""
+    body = getattr(model, "body_name", "hubert")
+    base_prefix = body + "."
     for variable in model.weights:
         parts = variable_module_path(model, variable)
-        module, backbone = _split_backbone(parts[:-1])
+        module, backbone = _split_backbone(parts[:-1], body)
         row = find_row(module, parts[-1], backbone, f"variable {variable.path}")
-        prefix = BASE_PREFIX if backbone and not strip_base else ""
+        prefix = base_prefix if backbone and not strip_base else ""
         dotted = ".".join(module)
         keys = tuple(prefix + (f"{dotted}.{name}" if dotted else name) for name in row.reference)
-        yield Entry(variable, keys, row)
+        yield Entry(variable, keys, row, base_prefix)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -236,11 +247,12 @@ def legacy_weight(name: str) -> LegacyWeight:
     return LegacyWeight(key, LAYOUTS[row.legacy], LAYOUTS[row.layout])
 
 
-def candidate_keys(key: str) -> tuple[str, ...]:
-    """`key` and its spelling with / without the `hubert.` prefix (base checkpoints into heads and back)."""
-    if key.startswith(BASE_PREFIX):
-        return key, key[len(BASE_PREFIX):]
-    return key, BASE_PREFIX + key
+def candidate_keys(key: str, prefix: str = BASE_PREFIX) -> tuple[str, ...]:
+    """`key` and its spelling with / without the body `prefix` ("hubert." or "wav2vec2."; base
+    checkpoints into heads and back)."""
+    if key.startswith(prefix):
+        return key, key[len(prefix):]
+    return key, prefix + key
 
 
 def is_ignored(key: str) -> bool:

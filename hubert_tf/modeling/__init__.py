@@ -1,4 +1,4 @@
-"""Keras layers and models of HuBERT."""
+"""Keras layers and models of HuBERT (and of wav2vec 2.0, the same layers)."""
 
 from .attention import TFHubertAttention
 from .base import TFHubertPreTrainedModel
@@ -12,3 +12,5 @@ from .outputs import BaseModelOutput, CausalLMOutput, ModelOutput, SequenceClass
 from .positional_conv import TFHubertPositionalConvEmbedding
 from .pretraining import HubertPreTrainingOutput, TFHubertForPreTraining
 from .inference import inference_function
+from .adapters import TFWav2Vec2AttnAdapterLayer
+from .wav2vec2 import TFWav2Vec2ForCTC, TFWav2Vec2ForSequenceClassification, TFWav2Vec2Model

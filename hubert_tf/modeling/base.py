@@ -29,14 +29,26 @@ class TFHubertPreTrainedModel(keras.Model):
     input_names: tuple[str, ...] = ("input_values", "attention_mask")
     # The prefix of the body's weights in the reference checkpoints of this class ("" for HubertModel).
     base_model_prefix = "hubert"
+    # The config class this model takes, and the name of its body layer (the reference's module name, so
+    # the prefix of the body's weights in head checkpoints). The Python attribute is `self.hubert` for
+    # every family: every surface (pipelines, serving, features) reaches the body through it.
+    config_class = HubertConfig
+    body_name = "hubert"
 
     def __init__(self, config: HubertConfig | dict | None = None, **kwargs):
         name = kwargs.pop("name", None) or _snake_case(type(self).__name__)
         super().__init__(name=name, **kwargs)
         if config is None:
-            config = HubertConfig()
-        self.config = config if isinstance(config, HubertConfig) else HubertConfig.from_dict(config)
-        self.hubert = TFHubertMainLayer(self.config, name="hubert")
+            config = self.config_class()
+        self.config = config if isinstance(config, HubertConfig) else self.config_class.from_dict(config)
+        if self.config.model_type != self.config_class.model_type:
+            from .wav2vec2 import sibling_class
+
+            other = sibling_class(type(self), self.config.model_type)
+            raise ValueError(f"{type(self).__name__} takes a {self.config_class.__name__}, got a "
+                             f"{type(self.config).__name__} (model_type {self.config.model_type!r})"
+                             + (f"; use {other.__name__}" if other is not None else ""))
+        self.hubert = TFHubertMainLayer(self.config, name=self.body_name)
         self.init_head()
         # Keras sublayers take the global dtype policy; `dtype=` given to the model applies to all of them
         # ("mixed_bfloat16", "mixed_float16": float32 variables, half-precision compute).
@@ -107,7 +119,7 @@ class TFHubertPreTrainedModel(keras.Model):
     @classmethod
     def from_config(cls, config: dict[str, Any]):
         config = dict(config)
-        return cls(HubertConfig.from_dict(config.pop("config")), **config)
+        return cls(cls.config_class.from_dict(config.pop("config")), **config)
 
     # ------------------------------------------------------------------------- checkpoints
     @classmethod
@@ -128,7 +140,12 @@ class TFHubertPreTrainedModel(keras.Model):
             ignore_mismatched_sizes: re-initialise weights whose shape differs (with a warning) instead of
                 raising ValueError.
             dtype: optional Keras dtype policy name for the model, e.g. "bfloat16" or "mixed_bfloat16".
-            **config_overrides: config fields to change, e.g. `vocab_size=40`, `mask_time_prob=0.0`.
+            **config_overrides: config fields to change, e.g. `vocab_size=40`, `mask_time_prob=0.0`; and
+                `target_lang="fra"` for MMS checkpoints (loads that language's adapter, see
+                `TFWav2Vec2ForCTC.load_adapter`).
+
+        A HuBERT class given a wav2vec2 checkpoint (`model_type: "wav2vec2"`) returns its wav2vec2
+        sibling (`TFHubertForCTC` -> `TFWav2Vec2ForCTC`), so every surface loading by HuBERT class works.
 
         Example:
 

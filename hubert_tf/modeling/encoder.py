@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from ..activations import get_activation
 from ._tf_runtime import in_xla_context
+from .adapters import TFWav2Vec2AttnAdapterLayer
 from .attention import TFHubertAttention, padding_bias
 from .positional_conv import TFHubertPositionalConvEmbedding
 
@@ -62,11 +63,13 @@ class TFHubertEncoderLayer(keras.layers.Layer):
         hidden_dropout, activation_dropout, attention_dropout: floats.
         layer_norm_eps: float.
         stable_layer_norm: bool. Pre-LN when True.
+        adapter_attn_dim: optional int. An MMS attention adapter after the (pre-LN) layer, added to its
+            output (wav2vec2 configs with `adapter_attn_dim`).
     """
 
     def __init__(self, hidden_size, num_attention_heads, intermediate_size, hidden_act="gelu",
                  hidden_dropout=0.0, activation_dropout=0.0, attention_dropout=0.0, layer_norm_eps=1e-5,
-                 stable_layer_norm=False, **kwargs):
+                 stable_layer_norm=False, adapter_attn_dim=None, **kwargs):
         super().__init__(**kwargs)
         self.hidden_size = hidden_size
         self.num_attention_heads = num_attention_heads
@@ -84,6 +87,9 @@ class TFHubertEncoderLayer(keras.layers.Layer):
             hidden_size, intermediate_size, hidden_act, activation_dropout, hidden_dropout, name="feed_forward"
         )
         self.final_layer_norm = keras.layers.LayerNormalization(epsilon=layer_norm_eps, name="final_layer_norm")
+        self.adapter_attn_dim = adapter_attn_dim
+        self.adapter_layer = (None if adapter_attn_dim is None else
+                              TFWav2Vec2AttnAdapterLayer(hidden_size, adapter_attn_dim, name="adapter_layer"))
 
     def build(self, input_shape=None):
         shape = (None, None, self.hidden_size)
@@ -91,6 +97,8 @@ class TFHubertEncoderLayer(keras.layers.Layer):
         self.layer_norm.build(shape)
         self.feed_forward.build(shape)
         self.final_layer_norm.build(shape)
+        if self.adapter_layer is not None:
+            self.adapter_layer.build(shape)
 
     def call(self, x, bias=None, output_attentions=False, training=False):
         # x: [batch, frames, hidden] -> ([batch, frames, hidden], attention probabilities or None)
@@ -99,6 +107,8 @@ class TFHubertEncoderLayer(keras.layers.Layer):
                                          training=training)
             x = x + self.dropout(attn, training=training)
             x = x + self.feed_forward(self.final_layer_norm(x), training=training)
+            if self.adapter_layer is not None:
+                x = x + self.adapter_layer(x)
         else:
             attn, probs = self.attention(x, bias=bias, output_attentions=output_attentions, training=training)
             x = self.layer_norm(x + self.dropout(attn, training=training))
@@ -112,6 +122,7 @@ class TFHubertEncoderLayer(keras.layers.Layer):
             "hidden_act": self.hidden_act, "hidden_dropout": self.hidden_dropout,
             "activation_dropout": self.activation_dropout, "attention_dropout": self.attention_dropout,
             "layer_norm_eps": self.layer_norm_eps, "stable_layer_norm": self.stable_layer_norm,
+            **({} if self.adapter_attn_dim is None else {"adapter_attn_dim": self.adapter_attn_dim}),
         }
 
 
@@ -131,10 +142,12 @@ class TFHubertEncoder(keras.layers.Layer):
 
     def __init__(self, config, **kwargs):
         super().__init__(**kwargs)
-        from ..configuration import HubertConfig
+        from ..configuration import HubertConfig, config_from_dict
 
-        self.config = config if isinstance(config, HubertConfig) else HubertConfig.from_dict(config)
+        self.config = config if isinstance(config, HubertConfig) else config_from_dict(config)
         c = self.config
+        # MMS attention adapters exist only in pre-LN layers, as in the reference.
+        adapter_attn_dim = getattr(c, "adapter_attn_dim", None) if self.stable_layer_norm else None
         self.pos_conv_embed = TFHubertPositionalConvEmbedding(
             c.hidden_size, c.num_conv_pos_embeddings, c.num_conv_pos_embedding_groups, c.conv_pos_batch_norm,
             c.feat_extract_activation, name="pos_conv_embed",
@@ -145,7 +158,7 @@ class TFHubertEncoder(keras.layers.Layer):
             TFHubertEncoderLayer(
                 c.hidden_size, c.num_attention_heads, c.intermediate_size, c.hidden_act, c.hidden_dropout,
                 c.activation_dropout, c.attention_dropout, c.layer_norm_eps, self.stable_layer_norm,
-                name=f"layers.{i}",
+                adapter_attn_dim=adapter_attn_dim, name=f"layers.{i}",
             )
             for i in range(c.num_hidden_layers)
         ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from ..configuration import HubertConfig
+from ..configuration import HubertConfig, config_from_dict
 from .encoder import TFHubertEncoder, TFHubertEncoderStableLayerNorm
 from .feature_encoder import TFHubertFeatureEncoder, TFHubertFeatureProjection
 from .inputs import check_attention_mask, check_audio, checked_for_compute_dtype, to_float_tensor, unpack_inputs
@@ -87,7 +87,10 @@ class TFHubertMainLayer(keras.layers.Layer):
 
     def __init__(self, config, feature_grad_mult: float = 1.0, **kwargs):
         super().__init__(**kwargs)
-        self.config = config if isinstance(config, HubertConfig) else HubertConfig.from_dict(config)
+        self.config = config if isinstance(config, HubertConfig) else config_from_dict(config)
+        if getattr(self.config, "add_adapter", False):
+            raise ValueError("add_adapter=True (wav2vec2's strided conv adapter after the encoder, used by "
+                             "speech-to-text encoders) is not supported; only add_adapter=false configs load")
         # Scales the gradient reaching the conv feature encoder (fairseq's `feature_grad_mult`; the
         # pretraining model sets it, 1.0 elsewhere).
         self.feature_grad_mult = float(feature_grad_mult)

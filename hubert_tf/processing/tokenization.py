@@ -233,7 +233,35 @@ class HubertCTCTokenizer:
         self.clean_up_tokenization_spaces = _as_bool("clean_up_tokenization_spaces", clean_up_tokenization_spaces)
         self.additional_special_tokens = [_token_content(t) for t in additional_special_tokens or []]
         self.extra_config = dict(kwargs)
-        self._build_added_tokens(added_tokens or {})
+        self._added_tokens_spec = dict(added_tokens or {})  # kept: `set_target_lang` rebuilds from it
+        self._build_added_tokens(self._added_tokens_spec)
+
+    def set_target_lang(self, target_lang):
+        """Switches a multi-lingual (MMS) tokenizer to the vocabulary of `target_lang`, as transformers'
+        `Wav2Vec2CTCTokenizer.set_target_lang`; pair it with the model's `load_adapter(target_lang)`.
+
+        Args:
+            target_lang: str. A key of the nested `vocab.json`.
+
+        Raises:
+            ValueError: the vocabulary is not nested, or has no such language (the message lists some).
+
+        Example:
+
+        >>> tokenizer = HubertCTCTokenizer({"eng": {"<pad>": 0, "|": 1, "a": 2}, "fra": {"<pad>": 0, "|": 1, "b": 2}},
+        ...                                target_lang="eng")
+        >>> tokenizer.set_target_lang("fra")
+        >>> tokenizer.decode([2, 1, 2])
+        'b b'
+        """
+        nested = all(isinstance(value, dict) for value in self.vocab.values())
+        if not nested or target_lang not in self.vocab:
+            choices = sorted(self.vocab)[:20] if nested else "none: the vocabulary is not nested"
+            raise ValueError(f"target_lang={target_lang!r} is not in the vocabulary; languages: {choices}")
+        self.encoder = _check_vocab(self.vocab[target_lang], target_lang)
+        self.decoder = {index: token for token, index in self.encoder.items()}
+        self.target_lang = target_lang
+        self._build_added_tokens(self._added_tokens_spec)
 
     def _build_added_tokens(self, added_tokens):
         """Sets up the tokens matched whole in text, mirroring transformers' order of additions."""
