@@ -7,6 +7,7 @@ requested (``return_tensors="tf"``).
 from hubert_tf.processing.audio import load_audio, resample
 from hubert_tf.processing.feature_extraction import BatchFeature, HubertFeatureExtractor
 from hubert_tf.processing.processor import HubertProcessor
+from hubert_tf.processing.processor_with_lm import HubertProcessorWithLM
 from hubert_tf.processing.tokenization import HubertCTCTokenizer, HubertCTCTokenizerOutput
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "HubertCTCTokenizerOutput",
     "HubertFeatureExtractor",
     "HubertProcessor",
+    "HubertProcessorWithLM",
     "load_audio",
     "resample",
 ]
