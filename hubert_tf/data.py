@@ -142,14 +142,21 @@ def make_dataset(
         dataset = dataset.shuffle(len(audio), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.map(to_example, num_parallel_calls=num_parallel_calls, deterministic=True)
 
-    padding_values = {"input_values": 0.0, "attention_mask": 0}
-    if labels is not None:
-        padding_values["labels"] = -100
     if isinstance(bucket_boundaries, str):
         if bucket_boundaries != "auto":
             raise ValueError(f"bucket_boundaries must be None, 'auto' or a list of ints, got {bucket_boundaries!r}")
         lengths = [_estimated_length(item, sampling_rate, target_rate) for item in audio]
         bucket_boundaries = auto_bucket_boundaries(lengths, batch_size)
+    return _padded_batches(dataset, batch_size, labels is not None, bucket_boundaries, drop_remainder,
+                           pad_to_multiple_of, label_pad_to_multiple_of)
+
+
+def _padded_batches(dataset, batch_size, has_labels, bucket_boundaries, drop_remainder, pad_to_multiple_of,
+                    label_pad_to_multiple_of):
+    """Examples -> padded (optionally length-bucketed) batches, prefetched; see `make_dataset`."""
+    padding_values = {"input_values": 0.0, "attention_mask": 0}
+    if has_labels:
+        padding_values["labels"] = -100
     if bucket_boundaries:
         bounds = [int(b) for b in bucket_boundaries]
         if any(b <= 0 for b in bounds) or any(b >= c for b, c in zip(bounds, bounds[1:])):
@@ -160,7 +167,7 @@ def make_dataset(
         )
     else:
         dataset = dataset.padded_batch(batch_size, padding_values=padding_values, drop_remainder=drop_remainder)
-    if pad_to_multiple_of or (label_pad_to_multiple_of and labels is not None):
+    if pad_to_multiple_of or (label_pad_to_multiple_of and has_labels):
         multiples = {"input_values": pad_to_multiple_of, "attention_mask": pad_to_multiple_of,
                      "labels": label_pad_to_multiple_of}
         dataset = dataset.map(lambda batch: _pad_to_multiples(batch, multiples, padding_values))
