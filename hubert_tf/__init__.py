@@ -27,6 +27,8 @@ import importlib.util
 import sys
 from typing import TYPE_CHECKING
 
+from ._lazy import lazy_names
+
 __version__ = "0.1.0"
 
 # Public name -> the module defining it (relative to this package).
@@ -41,11 +43,18 @@ _LAZY_NAMES = {
     "TFHubertMainLayer": ".modeling",
     "TFHubertModel": ".modeling",
     "TFHubertPreTrainedModel": ".modeling",
+    "TFWav2Vec2ForCTC": ".modeling",
+    "TFWav2Vec2ForSequenceClassification": ".modeling",
+    "TFWav2Vec2Model": ".modeling",
+    "Wav2Vec2Config": ".configuration",
+    "load_config": ".configuration",
+    "align": ".pipelines",
     "extract_features": ".pipelines",
     "transcribe": ".pipelines",
     "HubertCTCTokenizer": ".processing",
     "HubertFeatureExtractor": ".processing",
     "HubertProcessor": ".processing",
+    "HubertProcessorWithLM": ".processing",
     "load_audio": ".processing",
 }
 # Subpackages reachable as attributes (`hubert_tf.units.KMeans`) without an explicit import, as they
@@ -58,7 +67,7 @@ _SUBMODULES = (
 __all__ = sorted(_LAZY_NAMES) + ["__version__"]
 
 if TYPE_CHECKING:  # static analysers and IDEs see the real names
-    from .configuration import HubertConfig
+    from .configuration import HubertConfig, Wav2Vec2Config, load_config
     from .modeling import (
         TFHubertEncoder,
         TFHubertEncoderStableLayerNorm,
@@ -69,25 +78,15 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
         TFHubertMainLayer,
         TFHubertModel,
         TFHubertPreTrainedModel,
+        TFWav2Vec2ForCTC,
+        TFWav2Vec2ForSequenceClassification,
+        TFWav2Vec2Model,
     )
-    from .pipelines import extract_features, transcribe
+    from .pipelines import align, extract_features, transcribe
     from .processing import HubertCTCTokenizer, HubertFeatureExtractor, HubertProcessor, load_audio
 
 
-def __getattr__(name: str):
-    """Imports the module behind a public name on first access and caches the value here."""
-    module_name = _LAZY_NAMES.get(name)
-    if module_name is not None:
-        value = getattr(importlib.import_module(module_name, __name__), name)
-        globals()[name] = value  # later lookups skip this function
-        return value
-    if name in _SUBMODULES:
-        return importlib.import_module(f".{name}", __name__)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__) | set(_SUBMODULES))
+__getattr__, __dir__ = lazy_names(__name__, globals(), _LAZY_NAMES, tuple(_SUBMODULES))
 
 
 # ----------------------------------------------------------------------------------------- Keras hook

@@ -137,13 +137,19 @@ def cmd_transcribe(args) -> int:
     if args.format in ("srt", "vtt") and timestamps != "word":
         raise ValueError(f"--format {args.format} needs word timestamps (drop --timestamps char)")
     _audio_files(args.files)  # fail on a missing file before loading a model
+    lm_options = {}
+    if args.lm is not None:
+        lm_options = dict(decoder=args.lm, beam_width=args.beam_width, hotwords=args.hotword,
+                          hotword_weight=args.hotword_weight)
+    elif args.beam_width is not None or args.hotword:
+        raise ValueError("--beam-width and --hotword need --lm DIR_OR_ARPA")
     model, processor = load_model_and_processor(args.model)
     audios = _load_audio_files(args.files, processor.feature_extractor.sampling_rate)
     rate = processor.feature_extractor.sampling_rate
     with progress_bar(sum(a.size for a in audios), "transcribing", not args.quiet) as progress:
         results = transcribe([(a, rate) for a in audios], model, processor=processor,
                              chunk_length_s=args.chunk_length_s, batch_size=args.batch_size,
-                             return_timestamps=timestamps, progress=progress)
+                             return_timestamps=timestamps, progress=progress, **lm_options)
     texts = [format_transcript(r, args.format, p) for r, p in zip(results, args.files)]
     if args.output and args.format in ("srt", "vtt") and len(texts) > 1:
         os.makedirs(args.output, exist_ok=True)
@@ -154,6 +160,29 @@ def cmd_transcribe(args) -> int:
     if args.format == "text" and len(texts) > 1:
         texts = [f"{p}\t{t}" for p, t in zip(args.files, texts)]
     _emit("".join(texts), args.output)
+    return 0
+
+
+def cmd_align(args) -> int:
+    from .decoding.formats import to_textgrid
+    from .pipelines import align, load_model_and_processor
+
+    _audio_files([args.audio])
+    with open(args.transcript, encoding="utf-8") as f:
+        transcript = f.read()
+    model, processor = load_model_and_processor(args.model)
+    rate = processor.feature_extractor.sampling_rate
+    audio = _load_audio_files([args.audio], rate)[0]
+    with progress_bar(audio.size, "aligning", not args.quiet) as progress:
+        result = align((audio, rate), transcript, model, processor=processor, chunk_length_s=args.chunk_length_s,
+                       progress=progress)
+    if args.format == "textgrid":
+        text = to_textgrid(result, audio.size / rate)
+    elif args.format == "srt":
+        text = format_transcript({"text": result["text"], "chunks": result["words"]}, "srt", args.audio)
+    else:
+        text = json.dumps({"file": args.audio, **result}, ensure_ascii=False) + "\n"
+    _emit(text, args.output)
     return 0
 
 
@@ -224,9 +253,9 @@ def _load_any(source):
     """Loads a checkpoint into the class its config's `architectures` names (base model otherwise)."""
     import hubert_tf
 
-    from .configuration import HubertConfig
+    from .configuration import load_config
 
-    config = HubertConfig.from_pretrained(source)
+    config = load_config(source)  # HubertConfig or Wav2Vec2Config, by model_type
     names = getattr(config, "architectures", None) or ["HubertModel"]
     cls = getattr(hubert_tf, "TF" + names[0], None) or hubert_tf.TFHubertModel
     return cls.from_pretrained(source, config=config)
@@ -236,10 +265,10 @@ def cmd_info(args) -> int:
     import numpy as np
 
     from .checkpoints.loading import WEIGHT_FILES
-    from .configuration import HubertConfig
+    from .configuration import load_config
     from .hub import resolve_file
 
-    config = HubertConfig.from_pretrained(args.model)
+    config = load_config(args.model)
     found = [f for f in WEIGHT_FILES + ("preprocessor_config.json", "vocab.json", "tokenizer_config.json")
              if resolve_file(args.model, f, required=False)]
     model = _load_any(args.model)
@@ -314,7 +343,24 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     p.add_argument("--timestamps", choices=["word", "char"], default=None)
     p.add_argument("--format", choices=["text", "json", "srt", "vtt"], default="text")
     p.add_argument("--output", "-o", help="output file (a directory for srt/vtt of several files)")
+    p.add_argument("--lm", metavar="DIR_OR_ARPA", default=None,
+                   help='KenLM beam search: a .arpa/.bin file or a language_model/ directory '
+                        '(needs pip install "hubert_tf[lm]")')
+    p.add_argument("--beam-width", type=int, default=None, help="beams kept per frame with --lm (default 100)")
+    p.add_argument("--hotword", action="append", default=None, metavar="WORD",
+                   help="a word to favour with --lm (repeatable)")
+    p.add_argument("--hotword-weight", type=float, default=10.0, help="bonus per hotword (default 10)")
     p.set_defaults(func=cmd_transcribe)
+
+    p = sub.add_parser("align", help="forced alignment: when each word of a transcript is said",
+                       parents=[common])
+    p.add_argument("audio", metavar="AUDIO")
+    p.add_argument("transcript", metavar="TRANSCRIPT_FILE", help="a UTF-8 text file with what is said")
+    p.add_argument("--model", default=DEFAULT_ASR_MODEL, help=f"hub id or directory (default {DEFAULT_ASR_MODEL})")
+    p.add_argument("--format", choices=["json", "srt", "textgrid"], default="json")
+    p.add_argument("--chunk-length-s", type=float, default=None, help="chunk long audio (default: 30 s above 30 s)")
+    p.add_argument("--output", "-o", help="output file (default: stdout)")
+    p.set_defaults(func=cmd_align)
 
     p = sub.add_parser("features", help="hidden states of one layer, per file", parents=[common])
     p.add_argument("files", nargs="+", metavar="FILE")
@@ -345,6 +391,9 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     from .units.cli import add_units_parser  # argparse only: no TensorFlow
 
     add_units_parser(sub)
+    from .records_cli import add_prepare_parser  # argparse only: no TensorFlow
+
+    add_prepare_parser(sub)
     return parser
 
 

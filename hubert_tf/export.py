@@ -44,7 +44,8 @@ TFLITE_METADATA = "hubert_tf"  # flatbuffer metadata entry: JSON with the minimu
 
 
 def export_saved_model(model, path: str | os.PathLike, *, version: int | None = None, processor=None,
-                       skip_special_tokens: bool = False, output_layers=None, top_k: int = 5, warmup: bool = False,
+                       skip_special_tokens: bool = False, output_layers=None, top_k: int = 5, signatures=None,
+                       warmup: bool = False,
                        warmup_model_name: str | None = None, overwrite: bool = False, verbose: bool = False) -> str:
     """Writes `model` as a SavedModel whose signatures accept audio of any length and batch size.
 
@@ -68,6 +69,8 @@ def export_saved_model(model, path: str | os.PathLike, *, version: int | None = 
         output_layers: optional list of ints: hidden states that `forward_lengths` and `embed` also return
             (`hidden_state_<layer>` [batch, frames, hidden]). Defaults to None.
         top_k: int. Labels per row of the `classify` signature (classification models). Defaults to 5.
+        signatures: optional list of signature names to write (e.g. ["transcribe_lengths"]); defaults to
+            every one the model and processor support. `serving_default` is always written.
         warmup: bool. Write `assets.extra/tf_serving_warmup_requests` (TF Serving replays them at load,
             so the first real requests pay no graph initialisation). Needs `hubert_tf[serving]`.
             Defaults to False.
@@ -102,7 +105,7 @@ def export_saved_model(model, path: str | os.PathLike, *, version: int | None = 
 
         processor = HubertProcessor.from_pretrained(os.fspath(processor))
     signatures = Signatures(model, processor, skip_special_tokens=skip_special_tokens, output_layers=output_layers,
-                            top_k=top_k).all()
+                            top_k=top_k).all(signatures)
     warmup_records = None
     if warmup:
         warmup_records = warmup_requests(signatures, model.config.receptive_field, model_name=warmup_model_name)

@@ -89,9 +89,9 @@ def export_onnx(model, path: str | os.PathLike, opset: int | None = None, *, att
 
     >>> import tempfile, numpy as np
     >>> from hubert_tf import HubertConfig, TFHubertModel
-    >>> model = TFHubertModel(HubertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
-    ...     intermediate_size=64, conv_dim=(32,) * 7, num_conv_pos_embedding_groups=4))
-    >>> path = export_onnx(model, tempfile.mkdtemp() + "/hubert.onnx")
+    >>> config = HubertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64,
+    ...                       conv_dim=(32,) * 7, num_conv_pos_embedding_groups=4)
+    >>> path = export_onnx(TFHubertModel(config), tempfile.mkdtemp() + "/hubert.onnx")
     >>> session = onnx_session(path)
     >>> x = np.zeros((2, 24000), "float32")
     >>> session(x, np.ones_like(x, "int32"))["last_hidden_state"].shape

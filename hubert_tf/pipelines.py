@@ -1,4 +1,4 @@
-"""Transcribe and embed real recordings of any length: `transcribe` and `extract_features`.
+"""Transcribe, align and embed real recordings of any length: `transcribe`, `align`, `extract_features`.
 
 Long audio runs in overlapping chunks (chunked CTC inference): each chunk's outputs are kept only in
 its middle, the stride regions on both sides are dropped, and the kept frames tile the whole file, so
@@ -195,8 +195,22 @@ def run_chunked(audios: list[np.ndarray], function: Callable, config, *, chunk_l
 
 
 # ----------------------------------------------------------------------------------------- public API
+def _ctc_logits(model, processor, inputs, chunk_length_s, stride_length_s, batch_size, progress):
+    """(one float32 [frames, vocab] array per input, whether one input was given, seconds per frame):
+    the processor's normalisation, then the CTC model with exact padding, chunked for long audio."""
+    extractor = _feature_extractor(processor)
+    rate = extractor.sampling_rate
+    audios, single = _load_inputs(inputs, rate, getattr(extractor, "do_normalize", True))
+    fn = inference_function(model, exact_padding=True)
+    logits = run_chunked(audios, lambda x, mask: fn(x, mask)["logits"], model.config, chunk_length_s=chunk_length_s,
+                         stride_length_s=stride_length_s, batch_size=batch_size, sampling_rate=rate, progress=progress)
+    return logits, single, model.config.inputs_to_logits_ratio / rate
+
+
 def transcribe(inputs, model=DEFAULT_ASR_MODEL, *, processor=None, chunk_length_s: float | None = None,
-               stride_length_s=None, batch_size: int = 1, return_timestamps: str | None = None, progress=None):
+               stride_length_s=None, batch_size: int = 1, return_timestamps: str | None = None, progress=None,
+               return_confidence: bool = False, decoder=None, beam_width: int | None = None, hotwords=None,
+               hotword_weight: float = 10.0):
     """Speech to text with a CTC model, for recordings of any length.
 
     Args:
@@ -212,6 +226,15 @@ def transcribe(inputs, model=DEFAULT_ASR_MODEL, *, processor=None, chunk_length_
         batch_size: chunks run together (results do not depend on it).
         return_timestamps: None, "word" or "char".
         progress: optional callable receiving the number of samples done after each batch.
+        return_confidence: bool. Add a "confidence" in [0, 1] to every chunk and to the whole text: the
+            geometric mean of the decoded path's frame posteriors over the span (see
+            `hubert_tf.decoding.confidence`). Without `return_timestamps` the result is then
+            {"text", "confidence"}. Defaults to False.
+        decoder: None (greedy, or the processor's LM when it is a `HubertProcessorWithLM`), "greedy", a
+            KenLM file / `language_model` directory / model directory with one (beam search + LM, needs
+            `pip install "hubert_tf[lm]"`), or a `hubert_tf.decoding.BeamSearchDecoderWithLM`.
+        beam_width, hotwords, hotword_weight: LM beam-search options (see
+            `BeamSearchDecoderWithLM.decode_beams`); ignored by greedy decoding.
 
     Returns:
         The text (str), or with `return_timestamps` a dict {"text", "chunks": [{"text", "timestamp":
@@ -224,26 +247,109 @@ def transcribe(inputs, model=DEFAULT_ASR_MODEL, *, processor=None, chunk_length_
     if return_timestamps not in (None, "word", "char"):
         raise ValueError(f"return_timestamps must be None, 'word' or 'char', got {return_timestamps!r}")
     model, processor = load_model_and_processor(model, processor)
-    rate = _feature_extractor(processor).sampling_rate
-    audios, single = _load_inputs(inputs, rate, getattr(_feature_extractor(processor), "do_normalize", True))
-    fn = inference_function(model, exact_padding=True)
-    logits = run_chunked(audios, lambda x, mask: fn(x, mask)["logits"], model.config, chunk_length_s=chunk_length_s,
-                         stride_length_s=stride_length_s, batch_size=batch_size, sampling_rate=rate, progress=progress)
-    seconds_per_frame = model.config.inputs_to_logits_ratio / rate
-    results = [_decode(processor.tokenizer, l.argmax(-1), return_timestamps, seconds_per_frame) for l in logits]
+    lm = _lm_decoder(decoder, processor)  # before the model runs: a bad LM fails fast
+    logits, single, seconds_per_frame = _ctc_logits(model, processor, inputs, chunk_length_s, stride_length_s,
+                                                    batch_size, progress)
+    results = []
+    for row in logits:
+        if lm is not None:
+            beam = lm.decode_beams(row, beam_width=beam_width, hotwords=hotwords, hotword_weight=hotword_weight)[0]
+            ids = beam.path
+        else:
+            ids = row.argmax(-1)
+        frame_lp = _path_log_probs(row, ids) if return_confidence else None
+        results.append(_decode(processor.tokenizer, ids, return_timestamps, seconds_per_frame, frame_lp))
     return results[0] if single else results
 
 
-def _decode(tokenizer, ids, return_timestamps, seconds_per_frame):
-    if return_timestamps is None:
+def _lm_decoder(decoder, processor):
+    """The beam-search decoder `transcribe` uses, or None for greedy decoding."""
+    if decoder == "greedy":
+        return None
+    if decoder is None:
+        with_lm = hasattr(processor, "decoder") and hasattr(processor, "kenlm_model_path")
+        return processor.decoder if with_lm else None
+    if hasattr(decoder, "decode_beams"):
+        return decoder
+    if isinstance(decoder, (str, os.PathLike)):
+        from .processing.processor_with_lm import HubertProcessorWithLM
+
+        return HubertProcessorWithLM.from_processor(processor, decoder).decoder
+    raise ValueError(f"decoder must be None, 'greedy', a KenLM path or a BeamSearchDecoderWithLM, got {decoder!r}")
+
+
+def _path_log_probs(logits, ids):
+    from .decoding.confidence import log_softmax, path_log_probs
+
+    return path_log_probs(log_softmax(logits), ids)
+
+
+def _decode(tokenizer, ids, return_timestamps, seconds_per_frame, frame_log_probs=None):
+    """Text (and chunks) of a CTC path; with `frame_log_probs` (the path's log posteriors) every chunk and
+    the whole text get a "confidence"."""
+    if return_timestamps is None and frame_log_probs is None:
         return tokenizer.decode(ids)
-    out = tokenizer.decode(ids, output_char_offsets=return_timestamps == "char",
-                           output_word_offsets=return_timestamps == "word")
-    offsets = out.word_offsets if return_timestamps == "word" else out.char_offsets
-    key = "word" if return_timestamps == "word" else "char"
+    timestamps = return_timestamps or "word"
+    out = tokenizer.decode(ids, output_char_offsets=timestamps == "char",
+                           output_word_offsets=timestamps == "word")
+    offsets = out.word_offsets if timestamps == "word" else out.char_offsets
+    key = "word" if timestamps == "word" else "char"
     chunks = [{"text": o[key], "timestamp": (round(o["start_offset"] * seconds_per_frame, 3),
                                              round(o["end_offset"] * seconds_per_frame, 3))} for o in offsets]
-    return {"text": out.text, "chunks": chunks}
+    result = {"text": out.text, "chunks": chunks}
+    if frame_log_probs is not None:
+        from .decoding.confidence import add_confidence, span_confidence
+
+        add_confidence(offsets, frame_log_probs)
+        for chunk, offset in zip(chunks, offsets):
+            chunk["confidence"] = offset["confidence"]
+        result["confidence"] = round(float(span_confidence(frame_log_probs, [0], [len(frame_log_probs)])[0]), 4)
+        if return_timestamps is None:
+            del result["chunks"]
+    return result
+
+
+def align(inputs, transcript, model=DEFAULT_ASR_MODEL, *, processor=None, chunk_length_s: float | None = None,
+          stride_length_s=None, batch_size: int = 1, band: int | None = None, progress=None):
+    """CTC forced alignment: when each word and character of a known transcript is said.
+
+    The model's log-probabilities (chunked for long audio, so memory stays flat) are aligned to the
+    transcript by CTC Viterbi (`hubert_tf.decoding.forced_align`, banded for long audio).
+
+    Args:
+        inputs: as `transcribe` (one input or a list).
+        transcript: str, or a list of str (one per input). Case is matched to the vocabulary.
+        model, processor, chunk_length_s, stride_length_s, batch_size, progress: as `transcribe`.
+        band: CTC states kept per frame (None = 2048, see `forced_align`).
+
+    Returns:
+        {"text", "score", "words": [{"text", "timestamp": (start_s, end_s), "confidence"}], "chars": [...]}
+        (a list of those for a list of inputs).
+
+    Raises:
+        ValueError: characters outside the vocabulary (named), or a transcript that needs more frames
+            than the audio gives.
+
+    Example:
+
+    >>> out = align("speech.flac", "hello world")  # doctest: +SKIP
+    >>> out["words"][0]
+    {'text': 'hello', 'timestamp': (0.48, 0.8), 'confidence': 0.97}
+    """
+    from .decoding.alignment import DEFAULT_BAND, align_text, transcript_to_ids
+
+    model, processor = load_model_and_processor(model, processor)
+    single = not isinstance(inputs, list)
+    transcripts = [transcript] if isinstance(transcript, str) else list(transcript)
+    if len(transcripts) != (1 if single else len(inputs)):
+        raise ValueError(f"got {1 if single else len(inputs)} input(s) but {len(transcripts)} transcript(s)")
+    for text in transcripts:  # vocabulary errors before the model runs
+        transcript_to_ids(text, processor.tokenizer)
+    logits, _, seconds_per_frame = _ctc_logits(model, processor, inputs, chunk_length_s, stride_length_s,
+                                               batch_size, progress)
+    results = [align_text(row, text, processor.tokenizer, seconds_per_frame, band=band or DEFAULT_BAND)
+               for row, text in zip(logits, transcripts)]
+    return results[0] if single else results
 
 
 def extract_features(inputs, model=DEFAULT_FEATURES_MODEL, *, processor=None, layer=None,

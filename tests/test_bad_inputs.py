@@ -120,7 +120,7 @@ def test_failed_export_leaves_the_previous_version_intact(ctc, tmp_path, monkeyp
 
     from hubert_tf.export import export_saved_model
 
-    first = export_saved_model(ctc, tmp_path / "hubert", version=1)
+    first = export_saved_model(ctc, tmp_path / "hubert", version=1, signatures=["serve"])
     before = sorted(os.path.relpath(os.path.join(d, f), first) for d, _, fs in os.walk(first) for f in fs)
 
     def failing_write_out(self, path, **kwargs):
@@ -131,9 +131,9 @@ def test_failed_export_leaves_the_previous_version_intact(ctc, tmp_path, monkeyp
     # ExportArchive() builds the backend's archive class; patch the class it really builds.
     monkeypatch.setattr(type(keras.export.ExportArchive()), "write_out", failing_write_out)
     with pytest.raises(OSError, match="injected"):
-        export_saved_model(ctc, tmp_path / "hubert", version=1, overwrite=True)
+        export_saved_model(ctc, tmp_path / "hubert", version=1, overwrite=True, signatures=["serve"])
     with pytest.raises(OSError, match="injected"):
-        export_saved_model(ctc, tmp_path / "hubert", version=2)
+        export_saved_model(ctc, tmp_path / "hubert", version=2, signatures=["serve"])
     assert sorted(os.listdir(tmp_path / "hubert")) == ["1"]  # no partial version 2, no staging left
     after = sorted(os.path.relpath(os.path.join(d, f), first) for d, _, fs in os.walk(first) for f in fs)
     assert after == before

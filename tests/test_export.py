@@ -135,7 +135,7 @@ def test_keras_export_method_writes_the_same_signature(bare, tmp_path):
 def test_classification_model_serves_logits(tmp_path):
     classification = pytest.importorskip("hubert_tf.modeling.classification")
     model = classification.TFHubertForSequenceClassification.from_pretrained(fixture_dir("cls"))
-    default = tf.saved_model.load(export_saved_model(model, tmp_path / "cls")).signatures["serving_default"]
+    default = tf.saved_model.load(export_saved_model(model, tmp_path / "cls", signatures=["serve"])).signatures["serving_default"]
     x, mask = padded([speech_like(0.75, 30), speech_like(0.4, 31)])
     got = default(input_values=tf.constant(x), attention_mask=tf.constant(mask))["logits"]
     assert_close(got, model(x, attention_mask=mask).logits, SAVED_MODEL_ATOL, "classification logits")
@@ -144,10 +144,10 @@ def test_classification_model_serves_logits(tmp_path):
 
 
 def test_existing_export_needs_overwrite(bare, tmp_path):
-    first = export_saved_model(bare, tmp_path / "m", version=3)
+    first = export_saved_model(bare, tmp_path / "m", version=3, signatures=["serve"])
     with pytest.raises(FileExistsError, match="overwrite=True"):
         export_saved_model(bare, tmp_path / "m", version=3)
-    assert export_saved_model(bare, tmp_path / "m", version=3, overwrite=True) == first
+    assert export_saved_model(bare, tmp_path / "m", version=3, overwrite=True, signatures=["serve"]) == first
     assert os.listdir(tmp_path / "m") == ["3"]
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("not a SavedModel")

@@ -16,6 +16,7 @@ A failing case is saved under the test's tmp_path and named in the failure messa
 
 import io
 import os
+import pathlib
 import pickletools
 import random
 import shutil
@@ -36,16 +37,6 @@ DEFAULT_CASES = 20  # per reader, spread over its fixtures (h5: each case starts
 SLOW_CASES = 1000
 MAX_RSS_GROWTH = 256 << 20  # the fixtures are ~100 KB: a reader needing more is being bombed
 LIMITS = dict(memory_bytes=(1 << 30) + (1 << 29), cpu_seconds=20, wall_seconds=30)
-
-
-def read_bytes(path):
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def write_bytes(path, data):
-    with open(path, "wb") as f:
-        f.write(data)
 
 
 def fixture(*parts):
@@ -209,7 +200,7 @@ def fuzz(reader, cases, tmp_path, index_dirs, seed_base=0):
     paths, function = READERS[reader]
     failures, outcomes = [], {}
     for number, path in enumerate(paths):
-        original = read_bytes(path)
+        original = pathlib.Path(path).read_bytes()
         regions = structure_regions(reader, original)
         if reader == "index_json":
             target = str(index_dirs / os.path.basename(os.path.dirname(path)) / os.path.basename(path))
@@ -288,7 +279,7 @@ def test_known_h5_hang_from_fuzzing(tmp_path, monkeypatch):
     # limit lowered to 1 s, the read must end in that ValueError well inside the 3 s wall clock.
     from hubert_tf.checkpoints.formats import legacy_h5
 
-    original = read_bytes(H5[0])
+    original = pathlib.Path(H5[0]).read_bytes()
     data, description = mutate(original, random.Random("h5:tf_model.h5:670"), structure_regions("h5", original))
     assert description == "insert 512 bytes from 70227 at 5482"
     path = tmp_path / "tf_model.h5"

@@ -77,7 +77,7 @@ def test_float16_model_refuses_audio_beyond_its_range(config):
 
 
 def test_saved_model_refuses_nan_audio_and_bad_masks(ctc, tmp_path):
-    loaded = tf.saved_model.load(export_saved_model(ctc, tmp_path / "m"))
+    loaded = tf.saved_model.load(export_saved_model(ctc, tmp_path / "m", signatures=["serve"]))
     serve = loaded.signatures["serving_default"]
     x = audio()
     ones = np.ones_like(x, "int32")
@@ -128,7 +128,7 @@ def test_negative_stride_through_transcribe(asr_dir):
 def test_export_is_readable_and_overwrite_never_leaves_the_version_missing(ctc, tmp_path, monkeypatch):
     import hubert_tf.export as export_lib
 
-    target = export_saved_model(ctc, tmp_path / "serving", version=1)
+    target = export_saved_model(ctc, tmp_path / "serving", version=1, signatures=["serve"])
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(os.stat(target).st_mode) == 0o777 & ~umask
@@ -146,11 +146,11 @@ def test_export_is_readable_and_overwrite_never_leaves_the_version_missing(ctc, 
 
     monkeypatch.setattr(export_lib, "_exchange", exchange_then_crash)
     with pytest.raises(KeyboardInterrupt):
-        export_saved_model(ctc, tmp_path / "serving", version=1, overwrite=True)
+        export_saved_model(ctc, tmp_path / "serving", version=1, overwrite=True, signatures=["serve"])
     assert calls and os.path.exists(os.path.join(target, "saved_model.pb"))
     monkeypatch.undo()
     # A staging directory left by a killed export (a pid that no longer runs) is removed by the next one.
     stale = tmp_path / "serving" / ".1.tmp-999999999-abc"
     stale.mkdir()
-    export_saved_model(ctc, tmp_path / "serving", version=1, overwrite=True)
+    export_saved_model(ctc, tmp_path / "serving", version=1, overwrite=True, signatures=["serve"])
     assert sorted(os.listdir(tmp_path / "serving")) == ["1"]

@@ -171,6 +171,8 @@ def _peak_rss_mb(asr_dir, seconds):
     return float(out.stdout.strip().splitlines()[-1])
 
 
+# slow: two 20-minute runs; test_extract_features_of_one_layer_keeps_only_that_layer bounds memory by default
+@pytest.mark.slow
 def test_long_audio_memory_stays_flat(asr_dir):
     """20 minutes take no more memory than 1 minute plus the audio itself (and its normalised copy)."""
     one_minute = _peak_rss_mb(asr_dir, 60)

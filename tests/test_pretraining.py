@@ -228,6 +228,8 @@ def synthetic_utterance(rng, seconds=1.0, n_types=5):
     return out + 0.02 * rng.standard_normal(n).astype(np.float32)
 
 
+# slow (~10-15 s): the loss parity tests above check the objective by default
+@pytest.mark.slow
 def test_pretraining_learns_masked_prediction_of_kmeans_units():
     """MFCC -> k-means (8 clusters, 100 Hz labels) -> pretrain a tiny HuBERT (50 Hz, label_rate=100) with
     fit(); the held-out masked-frame accuracy must end >= 3x chance (and above the majority class)."""

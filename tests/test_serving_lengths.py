@@ -109,7 +109,7 @@ def test_embed(ctc, exported, rows):
 def test_classify_top_labels(tmp_path):
     model = TFHubertForSequenceClassification.from_pretrained(fixture_dir("cls"))
     labels = model.config.id2label
-    path = export_saved_model(model, tmp_path / "cls", top_k=2)
+    path = export_saved_model(model, tmp_path / "cls", top_k=2, signatures=["classify"])
     loaded = tf.saved_model.load(path)
     rows = [raw(0.4, 1), raw(0.9, 2)]
     audio, lengths = batched(rows, -3.0)
@@ -154,7 +154,7 @@ def test_warmup_records_parse_back_and_replay(exported):
 
 def test_bare_model_forward_lengths_keeps_the_last_hidden_state(tmp_path):
     model = TFHubertModel.from_pretrained(fixture_dir("bare_large"))
-    loaded = tf.saved_model.load(export_saved_model(model, tmp_path / "bare", output_layers=[0]))
+    loaded = tf.saved_model.load(export_saved_model(model, tmp_path / "bare", output_layers=[0], signatures=["forward_lengths"]))
     row = raw(0.6, 3)
     out = loaded.signatures["forward_lengths"](audio=row[None], audio_lengths=[row.size])
     alone = model(normalize(row)[None], output_hidden_states=True)
@@ -185,3 +185,11 @@ def test_batching_simulation_without_hubert_tf(exported, rows):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "True"
+
+
+def test_signatures_can_be_chosen(tmp_path):
+    model = TFHubertModel.from_pretrained(fixture_dir("bare_large"))
+    loaded = tf.saved_model.load(export_saved_model(model, tmp_path / "m", signatures=["embed"]))
+    assert set(loaded.signatures) == {"serve", "serving_default", "embed"}
+    with pytest.raises(ValueError, match=r"\['transcribe'\] are not available for TFHubertModel without processor="):
+        export_saved_model(model, tmp_path / "n", signatures=["transcribe"])

@@ -24,6 +24,7 @@ SERVE = "serve"  # also written as "serving_default", the signature TF Serving u
 TRANSCRIBE = "transcribe"
 TRANSCRIBE_PADDED = "transcribe_padded"
 TRANSCRIBE_LENGTHS = "transcribe_lengths"
+TRANSCRIBE_BEAM = "transcribe_beam"
 FORWARD_LENGTHS = "forward_lengths"
 EMBED = "embed"
 CLASSIFY = "classify"
@@ -36,7 +37,7 @@ ATTENTION_MASK = tf.TensorSpec([None, None], tf.int32, name="attention_mask")
 
 def main_output_name(model) -> str:
     """"logits" for models with a head, "last_hidden_state" for the bare model."""
-    return "last_hidden_state" if type(model).__name__ == "TFHubertModel" else "logits"
+    return "last_hidden_state" if type(model).__name__ in ("TFHubertModel", "TFWav2Vec2Model") else "logits"
 
 
 class Signatures:
@@ -51,10 +52,12 @@ class Signatures:
         output_layers: optional list of ints: hidden states `embed` and `forward_lengths` also return
             (as `hidden_state_<layer>`).
         top_k: int, labels `classify` returns per row.
+        beam_width, top_paths: int, the CTC beam search of `transcribe_beam` (no LM): beams kept per
+            frame and hypotheses returned per row.
     """
 
     def __init__(self, model, processor=None, skip_special_tokens: bool = False, output_layers=None,
-                 top_k: int = 5):
+                 top_k: int = 5, beam_width: int = 16, top_paths: int = 4):
         self.model = model
         self.processor = processor
         extractor = getattr(processor, "feature_extractor", None)
@@ -66,6 +69,7 @@ class Signatures:
         if self.top_k < 1:
             raise ValueError(f"top_k must be a positive int, got {top_k!r}")
         self._decoder = None
+        self.beam_width, self.top_paths = beam_width, top_paths
 
     # ------------------------------------------------------------------------------------------ pieces
     @property
@@ -224,18 +228,46 @@ class Signatures:
 
         return transcribe_lengths
 
-    def all(self) -> dict:
-        """{endpoint name: tf.function} of every signature this model (and processor) supports."""
-        out = {SERVE: self.serve(), FORWARD_LENGTHS: self.forward_lengths()}
+    def transcribe_beam(self):
+        """audio + audio_lengths -> top-k CTC beam search (`tf.nn.ctc_beam_search_decoder`, no LM): `text`
+        string [batch, k], `token_ids` [batch, k, labels], `label_lengths` [batch, k], `log_probs`
+        [batch, k] (best first), `frame_lengths` [batch]. Each row as alone (lengths survive batching)."""
+        from ..decoding.graph import BeamCTCDecoder
+
+        beam = BeamCTCDecoder(self.processor.tokenizer, self.model.config.vocab_size, self.beam_width,
+                              self.top_paths)
+
+        @tf.function(input_signature=[AUDIO, AUDIO_LENGTHS])
+        def transcribe_beam(audio, audio_lengths):
+            outputs, mask = self._run_lengths(audio, audio_lengths)
+            logits = tf.cast(outputs["logits"], tf.float32)
+            valid = frame_lengths(sample_lengths(audio, mask), self.model.config, tf.shape(logits)[1])
+            return {**beam(logits, valid), "frame_lengths": valid}
+
+        return transcribe_beam
+
+    def available(self) -> list[str]:
+        """The endpoint names this model (and processor) supports, in export order."""
+        names = [SERVE, FORWARD_LENGTHS]
         if hasattr(self.model, "hubert"):
-            out[EMBED] = self.embed()
+            names.append(EMBED)
         if self.is_classifier:
-            out[CLASSIFY] = self.classify()
+            names.append(CLASSIFY)
         if self.processor is not None:
             if not self.has_ctc_head:
                 raise ValueError(f"processor= (audio-to-text signatures) needs a CTC model, got "
                                  f"{type(self.model).__name__}")
-            out[TRANSCRIBE] = self.transcribe()
-            out[TRANSCRIBE_PADDED] = self.transcribe_padded()
-            out[TRANSCRIBE_LENGTHS] = self.transcribe_lengths()
-        return out
+            names += [TRANSCRIBE, TRANSCRIBE_PADDED, TRANSCRIBE_LENGTHS, TRANSCRIBE_BEAM]
+        return names
+
+    def all(self, names=None) -> dict:
+        """{endpoint name: tf.function} of the signatures `names` (default: every one `available()`)."""
+        available = self.available()
+        names = available if names is None else ["serve" if n == "serving_default" else n for n in names]
+        unknown = [n for n in names if n not in available]
+        if unknown:
+            raise ValueError(f"signature(s) {unknown} are not available for {type(self.model).__name__}"
+                             f"{'' if self.processor is not None else ' without processor='}; available: {available}")
+        if SERVE not in names:
+            names = [SERVE] + names  # serving_default is always there: TF Serving's default request
+        return {name: getattr(self, name)() for name in names}
