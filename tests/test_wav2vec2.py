@@ -347,3 +347,24 @@ def test_tflite(w2v_asr_dir, tmp_path):
     x, _ = _batch()
     runner = tflite_interpreter(to_tflite(model, tmp_path / "w2v.tflite")).get_signature_runner()
     assert_close(runner(input_values=x[:1])["logits"], model(x[:1]).logits, 1e-3, "TFLite logits")
+
+
+def test_processor_takes_target_lang_for_a_per_language_vocabulary(tmp_path):
+    """An MMS repo's processor: the nested vocab.json is read for the language asked for."""
+    import json
+    import shutil
+
+    from hubert_tf import HubertProcessor
+
+    for name in os.listdir(PROCESSOR_FILES):
+        shutil.copy(os.path.join(PROCESSOR_FILES, name), tmp_path)
+    shutil.copy(os.path.join(fixture_dir("w2v_mms"), "vocab.json"), tmp_path)
+    config_path = tmp_path / "tokenizer_config.json"
+    if config_path.exists():  # the language comes from the call, not the file
+        config = json.loads(config_path.read_text())
+        config.pop("target_lang", None)
+        config_path.write_text(json.dumps(config))
+    vocab = json.loads((tmp_path / "vocab.json").read_text())
+    for lang in vocab:
+        processor = HubertProcessor.from_pretrained(tmp_path, target_lang=lang)
+        assert processor.tokenizer.get_vocab() == vocab[lang]

@@ -47,7 +47,8 @@ class HubertProcessor:
         return self.feature_extractor.sampling_rate
 
     @classmethod
-    def from_pretrained(cls, name_or_path, *, cache_dir=None, revision=None, token=None, local_files_only=False):
+    def from_pretrained(cls, name_or_path, *, cache_dir=None, revision=None, token=None, local_files_only=False,
+                        target_lang=None):
         """Loads the feature extractor and tokenizer files from a directory or hub repository.
 
         Reads `preprocessor_config.json` (or transformers 5's `processor_config.json`), `vocab.json`,
@@ -60,6 +61,8 @@ class HubertProcessor:
             token: str or bool. Hub access token. Defaults to the locally saved one.
             local_files_only: bool. Use only the local cache (also on with ``HF_HUB_OFFLINE=1``).
                 Defaults to False.
+            target_lang: str. The language of a per-language vocabulary (MMS checkpoints). Defaults to
+                the tokenizer config's own `target_lang`.
 
         Returns:
             A `HubertProcessor`.
@@ -77,7 +80,8 @@ class HubertProcessor:
         hub = dict(cache_dir=cache_dir, revision=revision, token=token, local_files_only=local_files_only)
         return cls(
             HubertFeatureExtractor.from_pretrained(name_or_path, **hub),
-            HubertCTCTokenizer.from_pretrained(name_or_path, **hub),
+            HubertCTCTokenizer.from_pretrained(name_or_path, **hub,
+                                               **({} if target_lang is None else {"target_lang": target_lang})),
         )
 
     def save_pretrained(self, save_directory):
