@@ -504,12 +504,26 @@ class HubertConfig:
 
         Args:
             pretrained_model_name_or_path: a directory holding `config.json`, the file itself, or a
-                hub repo id such as "facebook/hubert-base-ls960".
-            **kwargs: `revision`, `cache_dir`, `local_files_only`, `token` for the hub; anything else
-                overrides config fields.
+                hub repo id such as "facebook/hubert-base-ls960" (see `TFHubertPreTrainedModel.from_pretrained`
+                for how paths and hub ids are told apart and how an unreachable hub fails).
+            **kwargs: `revision`, `cache_dir`, `force_download`, `local_files_only`, `token`, `subfolder`
+                for the hub; other transformers loading options (`hubert_tf.hub.LOADING_OPTIONS`) have no
+                effect; anything else overrides a config field (a keyword that is neither is a TypeError
+                with a did-you-mean). `return_unused_kwargs=True` returns `(config, {})` as transformers.
+
+        Example:
+
+        >>> config = HubertConfig.from_pretrained("tests/fixtures/base_style", mask_time_prob=0.0)  # doctest: +SKIP
+        >>> config.mask_time_prob  # doctest: +SKIP
+        0.0
         """
-        path, overrides = _config_file(pretrained_model_name_or_path, kwargs)
-        return cls.from_json_file(path, **overrides)
+        owner = f"{cls.__name__}.from_pretrained"
+        kwargs = dict(kwargs)
+        return_unused = kwargs.pop("return_unused_kwargs", False)
+        path, overrides = _config_file(pretrained_model_name_or_path, kwargs, owner)
+        config = apply_overrides(cls.from_json_file(path), overrides, owner)
+        # transformers' (config, unused kwargs): none here, an unknown keyword is a TypeError.
+        return (config, {}) if return_unused else config
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> str:
         """Writes `config.json` into `save_directory` (created if needed); returns the file path."""
@@ -534,16 +548,29 @@ class HubertConfig:
         return f"{type(self).__name__} {self.to_json_string()}"
 
 
-def _config_file(name_or_path, kwargs: dict) -> tuple[str, dict]:
-    """(local path of the `config.json` of a directory, file or hub id; the non-hub kwargs)."""
-    from .hub import resolve_file
+def _config_file(name_or_path, kwargs: dict, owner: str) -> tuple[str, dict]:
+    """(local path of the `config.json` of a directory, file or hub id; the keywords that are not loading
+    options, i.e. config overrides)."""
+    from .hub import resolve_file, split_loading_options
 
-    kwargs = dict(kwargs)
-    hub_kwargs = {k: kwargs.pop(k) for k in ("revision", "cache_dir", "local_files_only", "token") if k in kwargs}
-    path = os.fspath(name_or_path)
-    if os.path.isfile(path):
-        return path, kwargs
-    return resolve_file(path, CONFIG_NAME, **hub_kwargs), kwargs
+    hub_kwargs, _, overrides = split_loading_options(kwargs, owner=owner)
+    path = os.path.expanduser(os.fspath(name_or_path))
+    if os.path.isfile(path) and not hub_kwargs.get("subfolder"):
+        return path, overrides
+    return resolve_file(name_or_path, CONFIG_NAME, **hub_kwargs), overrides
+
+
+def apply_overrides(config: "HubertConfig", overrides: dict, owner: str, extra_keys=()) -> "HubertConfig":
+    """`config` with `overrides` applied; TypeError (did-you-mean) for a key that is not one of its fields,
+    of its file's extra keys, of `extra_keys` (what a model head reads), or of transformers' generic
+    config attributes."""
+    if not overrides:
+        return config
+    from .hub import GENERIC_CONFIG_KEYS, check_keywords
+
+    allowed = set(config.to_dict()) | {"num_labels"} | GENERIC_CONFIG_KEYS | set(extra_keys)
+    check_keywords(overrides, allowed, owner=owner, what="config field")
+    return config.copy(**overrides)
 
 
 # ----------------------------------------------------------------------------------- wav2vec 2.0
@@ -693,11 +720,11 @@ def load_config(pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any)
     """
     from .files import read_json
 
-    path, overrides = _config_file(pretrained_model_name_or_path, kwargs)
+    path, overrides = _config_file(pretrained_model_name_or_path, kwargs, "load_config")
     data = read_json(path) if not os.path.isdir(path) else None
     model_type = data.get("model_type", "hubert") if isinstance(data, dict) else "hubert"
     try:
         cls = config_class(model_type)
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
-    return cls.from_json_file(path, **overrides)
+    return apply_overrides(cls.from_json_file(path), overrides, "load_config")

@@ -200,6 +200,7 @@ class AtomicFileSet:
     def __init__(self, directory):
         self.directory = os.fspath(directory)
         self._staged = {}  # final path -> temporary path, in staging order
+        self._modes = {}  # temporary path -> permission bits it was created with (umask applied)
         self._to_remove = []
 
     def _final_path(self, name):
@@ -240,6 +241,7 @@ class AtomicFileSet:
         exists and is empty; the writer may overwrite or replace it.
         """
         temp, fd = self._stage(name)
+        self._modes[temp] = os.fstat(fd).st_mode & 0o777
         os.close(fd)
         return temp
 
@@ -260,6 +262,11 @@ class AtomicFileSet:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+        for temp, mode in self._modes.items():
+            # Writers that replace the file (safetensors writes its own temporary file and renames
+            # it over ours) leave mkstemp's 0600: give it the umask's mode, as open() would.
+            if os.stat(temp).st_mode & 0o777 != mode:
+                os.chmod(temp, mode)
         committed = set()
         for final, temp in list(self._staged.items()):
             os.replace(temp, final)

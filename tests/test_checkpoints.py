@@ -147,7 +147,7 @@ def test_missing_weights_list_what_was_looked_for(tmp_path):
     HubertConfig().save_pretrained(tmp_path)
     with pytest.raises(OSError, match="model.safetensors.*tf_model.h5.*pytorch_model.bin"):
         TFHubertForCTC.from_pretrained(tmp_path)
-    with pytest.raises(OSError, match="nowhere is neither an existing directory nor a hub repo id"):
+    with pytest.raises(OSError, match="no such directory: .*nowhere"):
         TFHubertForCTC.from_pretrained(tmp_path / "nowhere")
 
 

@@ -332,3 +332,15 @@ def test_truncated_and_mutated_files_raise_only_documented_errors(tmp_path, data
     path = tmp_path / "fuzz.safetensors"
     path.write_bytes(bytes(blob))
     read_all_ways(path)
+
+
+def test_written_file_has_the_umask_mode_not_mkstemps_0600(tmp_path):
+    # safetensors writes its own temporary file and renames it over the staged one; the saved
+    # checkpoint must still be readable by others, like any file `open(path, "w")` makes.
+    old = os.umask(0o022)
+    try:
+        path = tmp_path / "model.safetensors"
+        write_safetensors(path, {"bias": np.zeros(3, np.float32)})
+        assert os.stat(path).st_mode & 0o777 == 0o644
+    finally:
+        os.umask(old)

@@ -15,8 +15,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..configuration import CONFIG_NAME, load_config
-from ..hub import resolve_file
+from ..configuration import HubertConfig, apply_overrides, load_config
+from ..hub import is_local, locate, resolve_file, split_loading_options
 from .formats.records import TensorRecord
 from .names import candidate_keys, is_ignored, legacy_weight, reference_entries
 
@@ -88,21 +88,50 @@ def plan_file(filename: str, path: str) -> dict[str, TensorRecord]:
     raise ValueError(f"unsupported weight file {filename}")
 
 
-def find_weights(name_or_path: str, **hub_kwargs) -> tuple[str, str]:
-    """Returns (kind, local path) of the first weight file found, kind being its file name."""
-    for filename in WEIGHT_FILES:
+def weight_files(use_safetensors: bool | None = None, variant: str | None = None) -> tuple[str, ...]:
+    """The weight file names to look for, in order, as transformers names them.
+
+    Args:
+        use_safetensors: True: safetensors files only; False: no safetensors files; None: all.
+        variant: e.g. "fp16": `model.fp16.safetensors`, `model.safetensors.index.fp16.json`, ...
+            (transformers' `_add_variant`: the variant goes before the last suffix).
+
+    Example:
+
+    >>> weight_files(use_safetensors=True, variant="fp16")
+    ('model.fp16.safetensors', 'model.safetensors.index.fp16.json')
+    """
+    names = [n for n in WEIGHT_FILES if use_safetensors is None or (".safetensors" in n) == bool(use_safetensors)]
+    if variant:
+        if not isinstance(variant, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", variant):
+            raise ValueError(f"variant must be a short name such as 'fp16' (letters, digits, '-', '_'), "
+                             f"got {variant!r}")
+        names = [".".join(n.split(".")[:-1] + [variant, n.split(".")[-1]]) for n in names]
+    return tuple(names)
+
+
+def find_weights(name_or_path: str, *, use_safetensors: bool | None = None, variant: str | None = None,
+                 **hub_kwargs) -> tuple[str, str]:
+    """Returns (kind, local path) of the first weight file found (see `weight_files`), kind being its file
+    name."""
+    names = weight_files(use_safetensors, variant)
+    for filename in names:
         path = resolve_file(name_or_path, filename, required=False, **hub_kwargs)
         if path is not None:
             return filename, path
-    raise OSError(f"no weights found in {name_or_path}: looked for {', '.join(WEIGHT_FILES)}")
+    where = name_or_path + (f"/{hub_kwargs['subfolder']}" if hub_kwargs.get("subfolder") else "")
+    raise OSError(f"no weights found in {where}: looked for {', '.join(names)}")
 
 
-def plan_checkpoint(name_or_path: str, **hub_kwargs) -> tuple[dict[str, TensorRecord], str]:
+def plan_checkpoint(name_or_path: str, *, use_safetensors: bool | None = None, variant: str | None = None,
+                    **hub_kwargs) -> tuple[dict[str, TensorRecord], str]:
     """Plans the checkpoint at `name_or_path` (one file or every shard of an index); reads no tensor.
 
     Args:
         name_or_path: a local directory or a hub repo id.
-        **hub_kwargs: revision, cache_dir, local_files_only, token (see `hubert_tf.hub.resolve_file`).
+        use_safetensors, variant: which weight files to look for (see `weight_files`).
+        **hub_kwargs: revision, cache_dir, local_files_only, token, subfolder, force_download (see
+            `hubert_tf.hub.resolve_file`).
 
     Returns:
         ({reference key: TensorRecord}, the weight file found). Shards must really (symlinks resolved)
@@ -115,13 +144,17 @@ def plan_checkpoint(name_or_path: str, **hub_kwargs) -> tuple[dict[str, TensorRe
     >>> os.path.basename(path), len(records) > 0  # doctest: +SKIP
     ('model.safetensors.index.json', True)
     """
-    kind, path = find_weights(name_or_path, **hub_kwargs)
-    if not kind.endswith(".index.json"):
+    kind, path = find_weights(name_or_path, use_safetensors=use_safetensors, variant=variant, **hub_kwargs)
+    if not kind.endswith(".json"):
         return plan_file(kind, path), path
     from .formats.sharding import checkpoint_root, read_index, require_inside
 
-    weight_map, _ = read_index(path, check_files=os.path.isdir(name_or_path))
-    root = checkpoint_root(os.path.dirname(os.path.abspath(path)))
+    weight_map, _ = read_index(path, check_files=is_local(name_or_path))
+    directory = os.path.dirname(os.path.abspath(path))
+    subfolder = hub_kwargs.get("subfolder")
+    if subfolder and not is_local(name_or_path):  # a hub snapshot: <repo>/snapshots/<rev>/<subfolder>/
+        directory = os.path.join(directory, *[".."] * len([p for p in re.split(r"[\\/]", subfolder) if p]))
+    root = checkpoint_root(os.path.normpath(directory))
     records: dict[str, TensorRecord] = {}
     for shard in sorted(set(weight_map.values())):
         shard_path = resolve_file(name_or_path, shard, **hub_kwargs)
@@ -278,31 +311,79 @@ def load_state_dict_into(model, state: Mapping[str, Any], source: str = "checkpo
     return {"missing": missing, "unused": unused, "unexpected": unused, "mismatched": mismatched}
 
 
-def load_pretrained(cls, name_or_path, *, config=None, revision=None, cache_dir=None, local_files_only=False,
-                    token=None, ignore_mismatched_sizes=False, dtype=None, target_lang=None, **config_overrides):
-    """The body of `TFHubertPreTrainedModel.from_pretrained` (see there). `target_lang` (MMS checkpoints)
-    loads that language's adapter after the weights, as the reference's `from_pretrained(target_lang=)`."""
-    name_or_path = os.fspath(name_or_path)
-    if os.path.isfile(name_or_path):
-        raise OSError(f"{name_or_path} is a file; pass the directory that holds {CONFIG_NAME} and the weights")
-    hub_kwargs = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
+# The "loader" options of `hubert_tf.hub.LOADING_OPTIONS` a model's `from_pretrained` implements.
+MODEL_OPTIONS = ("config", "output_loading_info", "ignore_mismatched_sizes", "dtype", "torch_dtype",
+                 "use_safetensors", "variant", "state_dict", "target_lang")
+
+
+def _model_dtype(dtype, torch_dtype):
+    """The Keras dtype policy name from `dtype=` or transformers' `torch_dtype=`: None for None / "auto"
+    (the global policy), a name as given, a dtype object (`torch.float16`, `np.float16`) by its name."""
+    value = dtype if dtype is not None else torch_dtype
+    if value is None or (isinstance(value, str) and value == "auto"):
+        return None
+    if isinstance(value, str):
+        return value
+    name = str(value)
+    return name[len("torch."):] if name.startswith("torch.") else getattr(value, "name", name)
+
+
+def loading_info(result: Mapping[str, list]) -> dict[str, Any]:
+    """transformers' `output_loading_info` dict from `load_state_dict_into`'s result: sets of
+    "missing_keys", "unexpected_keys", "mismatched_keys" ((key, checkpoint shape, model shape)), and
+    "error_msgs" (always empty: an error raises instead)."""
+    return {"missing_keys": set(result["missing"]), "unexpected_keys": set(result["unused"]),
+            "mismatched_keys": {tuple(m) for m in result["mismatched"]}, "error_msgs": []}
+
+
+def load_pretrained(cls, name_or_path, **kwargs):
+    """The body of `TFHubertPreTrainedModel.from_pretrained` (see there for the keywords).
+
+    Keywords are split by `hubert_tf.hub.split_loading_options`: hub options go to every file lookup,
+    `MODEL_OPTIONS` are handled here, other transformers loading options are ignored, and what is left
+    must be config fields (else TypeError with a did-you-mean). `target_lang` (MMS checkpoints) loads that
+    language's adapter after the weights, as the reference's `from_pretrained(target_lang=)`.
+    """
+    owner = f"{cls.__name__}.from_pretrained"
+    hub_kwargs, options, overrides = split_loading_options(kwargs, handled=MODEL_OPTIONS, owner=owner)
+    where, local = locate(name_or_path, hub_kwargs.get("subfolder"))  # "no such directory" before any work
+    source = where if local else os.fspath(name_or_path)  # a local subfolder is the checkpoint itself
+    if local:
+        hub_kwargs.pop("subfolder", None)
+    config = options.get("config")
     if config is None:
-        config = load_config(name_or_path, **hub_kwargs, **config_overrides)
-    elif config_overrides:
-        config = config.copy(**config_overrides)
+        config = load_config(source, **hub_kwargs)
+    elif isinstance(config, (str, os.PathLike)):
+        config = load_config(config, **{k: v for k, v in hub_kwargs.items() if k != "subfolder"})
+    elif not isinstance(config, HubertConfig):
+        raise TypeError(f"{owner}: config must be a HubertConfig / Wav2Vec2Config or a path, got "
+                        f"{type(config).__name__}")
+    config = apply_overrides(config, overrides, owner, getattr(cls, "extra_config_keys", ()))
     from ..modeling.wav2vec2 import class_for_checkpoint
 
-    cls = class_for_checkpoint(cls, config, name_or_path)  # a HuBERT class builds its wav2vec2 sibling
-    records, path = plan_checkpoint(name_or_path, **hub_kwargs)
-    kwargs = {"dtype": dtype} if dtype is not None else {}
-    model = cls(config, **kwargs)
-    load_state_dict_into(model, records, source=path, ignore_mismatched_sizes=ignore_mismatched_sizes)
-    model.name_or_path = name_or_path  # where processors and the CLI find the model's other files
+    cls = class_for_checkpoint(cls, config, source)  # a HuBERT class builds its wav2vec2 sibling
+    state = options.get("state_dict")
+    if state is not None:
+        if not isinstance(state, Mapping):
+            raise TypeError(f"{owner}: state_dict must be a mapping of reference names to arrays, got "
+                            f"{type(state).__name__}")
+        records, path = state, "state_dict"
+    else:
+        records, path = plan_checkpoint(source, use_safetensors=options.get("use_safetensors"),
+                                        variant=options.get("variant"), **hub_kwargs)
+    dtype = _model_dtype(options.get("dtype"), options.get("torch_dtype"))
+    model = cls(config, **({"dtype": dtype} if dtype is not None else {}))
+    result = load_state_dict_into(model, records, source=path,
+                                  ignore_mismatched_sizes=bool(options.get("ignore_mismatched_sizes", False)))
+    model.name_or_path = source  # where processors and the CLI find the model's other files
+    target_lang = options.get("target_lang")
     if target_lang is not None:
         if not hasattr(model, "load_adapter"):
             raise ValueError(f"target_lang={target_lang!r}: {type(model).__name__} has no language adapters "
                              "(MMS adapters are loaded by TFWav2Vec2ForCTC)")
         model.load_adapter(target_lang, **hub_kwargs)
+    if options.get("output_loading_info"):
+        return model, loading_info(result)
     return model
 
 

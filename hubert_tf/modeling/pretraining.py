@@ -173,6 +173,8 @@ class TFHubertForPreTraining(TFHubertPreTrainedModel):
     """
 
     input_names = ("input_values", "attention_mask", "labels", "mask_time_indices")
+    # Config keys this head reads besides the config class's fields: `from_pretrained` takes them as overrides.
+    extra_config_keys = tuple(PRETRAINING_DEFAULTS)
 
     def init_head(self):
         c = self.config

@@ -118,35 +118,18 @@ def _is_tf_tensor(value) -> bool:
 # --------------------------------------------------------------------------------------------------
 
 
-def _env_true(name: str) -> bool:
-    return os.environ.get(name, "").strip().upper() in ("1", "ON", "YES", "TRUE")
-
-
-def resolve_pretrained_file(
-    name_or_path,
-    filename,
-    *,
-    required=True,
-    cache_dir=None,
-    revision=None,
-    token=None,
-    local_files_only=False,
-):
+def resolve_pretrained_file(name_or_path, filename, *, required=True, **hub):
     """Returns the local path of `filename` from a directory or a Hugging Face hub repository.
 
-    A thin wrapper of `hubert_tf.hub.resolve_file` that also reads ``HF_HUB_OFFLINE`` when called
-    (huggingface_hub reads it once, when it is first imported).
+    The same as `hubert_tf.hub.resolve_file` (kept for the processing modules that import it here).
 
     Args:
         name_or_path: str or os.PathLike. A local directory, or a hub repository id such as
             ``"facebook/hubert-large-ls960-ft"``.
         filename: str. File name inside the directory / repository.
         required: bool. If False, a missing file returns None instead of raising. Defaults to True.
-        cache_dir: str. Hub cache directory. Defaults to huggingface_hub's default cache.
-        revision: str. Branch, tag or commit of the hub repository. Defaults to "main".
-        token: str or bool. Hub access token. Defaults to the locally saved token.
-        local_files_only: bool. Only look in the cache, never the network; also on when the
-            environment has ``HF_HUB_OFFLINE=1``. Defaults to False.
+        **hub: `cache_dir`, `revision`, `token`, `local_files_only`, `subfolder`, `force_download`
+            (``HF_HUB_OFFLINE=1`` means `local_files_only`).
 
     Returns:
         The file's path as a str, or None when `required` is False and the file does not exist.
@@ -164,15 +147,7 @@ def resolve_pretrained_file(
     """
     from hubert_tf.hub import resolve_file
 
-    return resolve_file(
-        name_or_path,
-        filename,
-        revision=revision,
-        cache_dir=cache_dir,
-        local_files_only=local_files_only or _env_true("HF_HUB_OFFLINE"),
-        token=token,
-        required=required,
-    )
+    return resolve_file(name_or_path, filename, required=required, **hub)
 
 
 def json_text(data, source):
@@ -381,15 +356,15 @@ class HubertFeatureExtractor:
         return cls(**config)
 
     @classmethod
-    def from_pretrained(
-        cls, name_or_path, *, cache_dir=None, revision=None, token=None, local_files_only=False, **overrides
-    ):
+    def from_pretrained(cls, name_or_path, **kwargs):
         """Loads `preprocessor_config.json` from a directory or a hub repository.
 
         Args:
             name_or_path: str. Local directory or hub id (e.g. "facebook/hubert-large-ls960-ft").
-            cache_dir, revision, token, local_files_only: see `resolve_pretrained_file`.
-            **overrides: config values that replace the file's (e.g. ``return_attention_mask=False``).
+            **kwargs: hub options (`revision`, `cache_dir`, `force_download`, `local_files_only`, `token`,
+                `subfolder`; see `hubert_tf.hub.resolve_file`), other transformers loading options (no
+                effect), and config values that replace the file's (e.g. ``return_attention_mask=False``);
+                any other keyword is a TypeError with a did-you-mean.
 
         Returns:
             A `HubertFeatureExtractor`.
@@ -402,17 +377,33 @@ class HubertFeatureExtractor:
         >>> HubertFeatureExtractor.from_pretrained(folder).return_attention_mask
         True
         """
-        hub = dict(cache_dir=cache_dir, revision=revision, token=token, local_files_only=local_files_only)
-        path = resolve_pretrained_file(name_or_path, FEATURE_EXTRACTOR_FILE, required=False, **hub)
+        from hubert_tf.hub import check_keywords, parameter_names, resolve_file, split_loading_options
+
+        owner = f"{cls.__name__}.from_pretrained"
+        hub, _, overrides = split_loading_options(kwargs, owner=owner)
+        config = None
+        path = resolve_file(name_or_path, FEATURE_EXTRACTOR_FILE, required=False, **hub)
         if path is not None:
-            return cls.from_dict(read_json(path), **overrides)
-        path = resolve_pretrained_file(name_or_path, PROCESSOR_FILE, required=False, **hub)
-        if path is not None and isinstance(read_json(path).get("feature_extractor"), dict):
-            return cls.from_dict(read_json(path)["feature_extractor"], **overrides)
-        raise FileNotFoundError(
-            f"{name_or_path!r} has no {FEATURE_EXTRACTOR_FILE} (nor a {PROCESSOR_FILE} with a "
-            "'feature_extractor' entry)"
-        )
+            config = read_json(path)
+        else:
+            path = resolve_file(name_or_path, PROCESSOR_FILE, required=False, **hub)
+            if path is not None and isinstance(read_json(path).get("feature_extractor"), dict):
+                config = read_json(path)["feature_extractor"]
+        if config is None:
+            raise FileNotFoundError(
+                f"{os.fspath(name_or_path)!r} has no {FEATURE_EXTRACTOR_FILE} (nor a {PROCESSOR_FILE} with a "
+                "'feature_extractor' entry)"
+            )
+        if not isinstance(config, dict):
+            raise ValueError(f"{path}: expected a JSON object, got {type(config).__name__}")
+        check_keywords(overrides, parameter_names(cls) | set(config), owner=owner, what="feature extractor field")
+        return cls.from_dict(config, **overrides)
+
+    def push_to_hub(self, repo_id, **kwargs):
+        """Uploads `save_pretrained`'s file to a hub repo in one commit (see `hubert_tf.push.push_to_hub`)."""
+        from hubert_tf.push import push_to_hub
+
+        return push_to_hub(self, repo_id, **kwargs)
 
     def save_pretrained(self, save_directory):
         """Writes `preprocessor_config.json` into `save_directory` (created if needed).

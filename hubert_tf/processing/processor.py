@@ -47,8 +47,7 @@ class HubertProcessor:
         return self.feature_extractor.sampling_rate
 
     @classmethod
-    def from_pretrained(cls, name_or_path, *, cache_dir=None, revision=None, token=None, local_files_only=False,
-                        target_lang=None):
+    def from_pretrained(cls, name_or_path, **kwargs):
         """Loads the feature extractor and tokenizer files from a directory or hub repository.
 
         Reads `preprocessor_config.json` (or transformers 5's `processor_config.json`), `vocab.json`,
@@ -56,13 +55,11 @@ class HubertProcessor:
 
         Args:
             name_or_path: str. Local directory or hub id, e.g. "facebook/hubert-large-ls960-ft".
-            cache_dir: str. Hub cache directory. Defaults to huggingface_hub's default.
-            revision: str. Branch, tag or commit. Defaults to "main".
-            token: str or bool. Hub access token. Defaults to the locally saved one.
-            local_files_only: bool. Use only the local cache (also on with ``HF_HUB_OFFLINE=1``).
-                Defaults to False.
-            target_lang: str. The language of a per-language vocabulary (MMS checkpoints). Defaults to
-                the tokenizer config's own `target_lang`.
+            **kwargs: hub options (`revision`, `cache_dir`, `force_download`, `local_files_only`, `token`,
+                `subfolder`; see `hubert_tf.hub.resolve_file`); other transformers loading options (no
+                effect); feature-extractor or tokenizer arguments (each goes to the component that takes
+                it, e.g. ``target_lang="fra"`` for a per-language MMS vocabulary, ``do_normalize=False``);
+                any other keyword is a TypeError with a did-you-mean.
 
         Returns:
             A `HubertProcessor`.
@@ -77,12 +74,20 @@ class HubertProcessor:
         >>> HubertProcessor.from_pretrained(folder).decode([3, 0, 3])
         'AA'
         """
-        hub = dict(cache_dir=cache_dir, revision=revision, token=token, local_files_only=local_files_only)
-        return cls(
-            HubertFeatureExtractor.from_pretrained(name_or_path, **hub),
-            HubertCTCTokenizer.from_pretrained(name_or_path, **hub,
-                                               **({} if target_lang is None else {"target_lang": target_lang})),
-        )
+        hub, extractor, tokenizer, _ = split_processor_kwargs(f"{cls.__name__}.from_pretrained", kwargs)
+        return cls(HubertFeatureExtractor.from_pretrained(name_or_path, **hub, **extractor),
+                   HubertCTCTokenizer.from_pretrained(name_or_path, **hub, **tokenizer))
+
+    def push_to_hub(self, repo_id, **kwargs):
+        """Uploads `save_pretrained`'s files to a hub repo in one commit (see `hubert_tf.push.push_to_hub`).
+
+        Example:
+
+        >>> processor.push_to_hub("me/hubert-tiny-ctc")  # doctest: +SKIP
+        """
+        from hubert_tf.push import push_to_hub
+
+        return push_to_hub(self, repo_id, **kwargs)
 
     def save_pretrained(self, save_directory):
         """Writes `preprocessor_config.json`, `vocab.json`, `tokenizer_config.json` and
@@ -182,3 +187,29 @@ class HubertProcessor:
     def batch_decode(self, sequences, **kwargs):
         """CTC-decodes a batch of id sequences; see `HubertCTCTokenizer.batch_decode`."""
         return self.tokenizer.batch_decode(sequences, **kwargs)
+
+
+def split_processor_kwargs(owner, kwargs, extra=()):
+    """Splits a processor's `from_pretrained` keywords (the one place for both processor classes).
+
+    Args:
+        owner: named in messages ("HubertProcessor.from_pretrained").
+        kwargs: the keywords given.
+        extra: further names the caller takes itself (the LM decoder's options).
+
+    Returns:
+        (hub options, feature-extractor keywords, tokenizer keywords, `extra` keywords); a name both
+        components take (`padding_side`) goes to both.
+
+    Raises:
+        TypeError: a keyword no component takes and not a loading option (with a did-you-mean).
+    """
+    from hubert_tf.hub import check_keywords, parameter_names, split_loading_options
+
+    hub, own, rest = split_loading_options(kwargs, handled=("target_lang",), owner=owner)
+    extractor_keys = parameter_names(HubertFeatureExtractor)
+    tokenizer_keys = parameter_names(HubertCTCTokenizer, skip=("vocab",))
+    check_keywords(rest, extractor_keys | tokenizer_keys | set(extra), owner=owner, what="processor argument")
+    pick = lambda keys: {k: v for k, v in rest.items() if k in keys}  # noqa: E731
+    tokenizer = {**pick(tokenizer_keys), **({} if own.get("target_lang") is None else own)}
+    return hub, pick(extractor_keys), tokenizer, pick(set(extra) - extractor_keys - tokenizer_keys)

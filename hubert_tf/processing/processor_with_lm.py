@@ -20,7 +20,7 @@ import numpy as np
 
 from hubert_tf.files import atomic_files, read_json
 from hubert_tf.processing.feature_extraction import resolve_pretrained_file
-from hubert_tf.processing.processor import HubertProcessor
+from hubert_tf.processing.processor import HubertProcessor, split_processor_kwargs
 
 LANGUAGE_MODEL_DIR = "language_model"
 ATTRS_FILE = "attrs.json"
@@ -145,21 +145,29 @@ class HubertProcessorWithLM(HubertProcessor):
         return self._decoder
 
     @classmethod
-    def from_pretrained(cls, name_or_path, *, cache_dir=None, revision=None, token=None, local_files_only=False,
-                        **decoder_options):
+    def from_pretrained(cls, name_or_path, **kwargs):
         """Loads a `Wav2Vec2ProcessorWithLM`-layout directory or hub repository.
 
         Args:
             name_or_path: str. Directory or hub id.
-            cache_dir, revision, token, local_files_only: hub options (see `HubertProcessor.from_pretrained`).
-            **decoder_options: override the `attrs.json` values or set `beam_width` etc.
+            **kwargs: hub options and component arguments as in `HubertProcessor.from_pretrained`, and
+                decoder options (`alpha`, `beta`, `beam_width`, ... of
+                `hubert_tf.decoding.BeamSearchDecoderWithLM`) overriding `attrs.json`.
 
         Returns:
             A `HubertProcessorWithLM`.
         """
-        hub = dict(cache_dir=cache_dir, revision=revision, token=token, local_files_only=local_files_only)
-        base = HubertProcessor.from_pretrained(name_or_path, **hub)
-        lm_path, unigrams, attrs = load_language_model_files(name_or_path, **hub)
+        from hubert_tf.decoding.beam import BeamSearchDecoderWithLM
+        from hubert_tf.hub import locate, parameter_names
+
+        decoder_keys = parameter_names(BeamSearchDecoderWithLM, skip=("tokenizer", "kenlm_model_path", "unigrams"))
+        hub, _, _, decoder_options = split_processor_kwargs(f"{cls.__name__}.from_pretrained", kwargs,
+                                                            extra=decoder_keys)
+        base = HubertProcessor.from_pretrained(name_or_path,
+                                               **{k: v for k, v in kwargs.items() if k not in decoder_options})
+        where, local = locate(name_or_path, hub.get("subfolder"))
+        lm_path, unigrams, attrs = load_language_model_files(
+            where if local else name_or_path, **{k: v for k, v in hub.items() if not (local and k == "subfolder")})
         options = {**_checked_attrs(attrs, name_or_path), **decoder_options}
         return cls(base.feature_extractor, base.tokenizer, lm_path, unigrams, **options)
 

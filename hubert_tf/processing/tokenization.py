@@ -22,7 +22,6 @@ from hubert_tf.processing.feature_extraction import (
     json_text,
     padding_strategy,
     read_json,
-    resolve_pretrained_file,
     round_up,
     write_files,
 )
@@ -296,17 +295,16 @@ class HubertCTCTokenizer:
     # -- loading and saving ----------------------------------------------------------------------
 
     @classmethod
-    def from_pretrained(
-        cls, name_or_path, *, cache_dir=None, revision=None, token=None, local_files_only=False, **overrides
-    ):
+    def from_pretrained(cls, name_or_path, **kwargs):
         """Loads `vocab.json` plus (if present) `tokenizer_config.json`, `special_tokens_map.json` and
         `added_tokens.json` from a directory or hub repository.
 
         Args:
             name_or_path: str. Local directory or hub id (e.g. "facebook/hubert-large-ls960-ft").
-            cache_dir, revision, token, local_files_only: hub options, see
-                `hubert_tf.processing.feature_extraction.resolve_pretrained_file`.
-            **overrides: constructor arguments that replace the files' values.
+            **kwargs: hub options (`revision`, `cache_dir`, `force_download`, `local_files_only`, `token`,
+                `subfolder`; see `hubert_tf.hub.resolve_file`), other transformers loading options (no
+                effect), and constructor arguments that replace the files' values (e.g.
+                ``target_lang="fra"``); any other keyword is a TypeError with a did-you-mean.
 
         Returns:
             A `HubertCTCTokenizer`.
@@ -319,22 +317,34 @@ class HubertCTCTokenizer:
         >>> HubertCTCTokenizer.from_pretrained(folder).decode([3, 0, 3, 2, 3])
         'AA A'
         """
-        hub = dict(cache_dir=cache_dir, revision=revision, token=token, local_files_only=local_files_only)
-        vocab_path = resolve_pretrained_file(name_or_path, VOCAB_FILE, **hub)
+        from hubert_tf.hub import check_keywords, parameter_names, resolve_file, split_loading_options
+
+        owner = f"{cls.__name__}.from_pretrained"
+        hub, own, overrides = split_loading_options(kwargs, handled=("target_lang",), owner=owner)
+        overrides.update(own)  # target_lang is a loading option of models, a field of tokenizers
+        vocab_path = resolve_file(name_or_path, VOCAB_FILE, **hub)
         config = {}
-        config_path = resolve_pretrained_file(name_or_path, TOKENIZER_CONFIG_FILE, required=False, **hub)
+        config_path = resolve_file(name_or_path, TOKENIZER_CONFIG_FILE, required=False, **hub)
         if config_path is not None:
             config.update(read_json(config_path))
-        special_path = resolve_pretrained_file(name_or_path, SPECIAL_TOKENS_MAP_FILE, required=False, **hub)
+        special_path = resolve_file(name_or_path, SPECIAL_TOKENS_MAP_FILE, required=False, **hub)
         if special_path is not None:
             config.update({k: v for k, v in read_json(special_path).items() if v is not None})
-        added_path = resolve_pretrained_file(name_or_path, ADDED_TOKENS_FILE, required=False, **hub)
+        added_path = resolve_file(name_or_path, ADDED_TOKENS_FILE, required=False, **hub)
         added = dict(config.pop("added_tokens_decoder", None) or {})
         if added_path is not None:
             for content, index in read_json(added_path).items():
                 added.setdefault(str(index), {"content": content})
+        check_keywords(overrides, parameter_names(cls, skip=("vocab",)) | set(config), owner=owner,
+                       what="tokenizer field")
         config.update(overrides)
         return cls.from_config(read_json(vocab_path), {**config, "added_tokens_decoder": added})
+
+    def push_to_hub(self, repo_id, **kwargs):
+        """Uploads `save_pretrained`'s files to a hub repo in one commit (see `hubert_tf.push.push_to_hub`)."""
+        from hubert_tf.push import push_to_hub
+
+        return push_to_hub(self, repo_id, **kwargs)
 
     @classmethod
     def from_config(cls, vocab, config):
