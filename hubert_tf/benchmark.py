@@ -3,7 +3,11 @@
 Builds a model of a named size with random weights and reports, for N seconds of audio at batch B:
 milliseconds per call (median of alternated repeats after warm-up), real-time factor, achieved GFLOP/s
 next to the machine's own matrix-multiply GFLOP/s in the same dtype (measured in the same run), peak
-memory, graph traces, and optionally a training step and the reference PyTorch model side by side.
+memory, graph traces, the time of each part of the forward pass (conv feature encoder, feature
+projection + positional conv, Transformer layers, head), and optionally a training step, the reference
+PyTorch model, ONNX Runtime (the transformers reference exported with torch.onnx.export, or hubert_tf's
+own tf2onnx export) and the int8 paths (hubert_tf's and ONNX Runtime's quantize_dynamic) side by side.
+The report names the CPU's vector ISA (`hubert_tf.cpu.describe()`).
 
 FLOPs are counted analytically by `count_flops`: one multiply-add is 2 FLOPs, and only the matrix
 products and convolutions are counted (norms, activations, softmax, biases and residual adds are a
@@ -15,9 +19,12 @@ Examples:
     python -m hubert_tf.benchmark --dtype bfloat16 --compare-pytorch
     python -m hubert_tf.benchmark --batch-size 8 --padded          # 8 rows of 5-10 s, padded
     python -m hubert_tf.benchmark --train --json                   # + a training step, JSON output
+    python -m hubert_tf.benchmark --compare-onnxruntime --threads 2  # vs ONNX Runtime, 2 threads each
+    python -m hubert_tf.benchmark --compare-onnxruntime --int8     # + int8: ours and ORT quantize_dynamic
 
-Timings on a shared machine are noisy: the medians of calls alternated between implementations are
-what to compare; `uptime` shows whether anything else was running.
+Timings on a shared machine are noisy and bimodal: implementations are called in alternation and both
+the median and the fastest call (`min_ms`) are reported, with every ratio computed from both;
+`load_average` in the report shows whether anything else was running.
 """
 
 from __future__ import annotations
@@ -26,7 +33,6 @@ import argparse
 import gc
 import json
 import os
-import platform
 import resource
 import statistics
 import sys
@@ -145,9 +151,31 @@ def summarize(seconds: Sequence[float]) -> dict[str, float]:
     }
 
 
-def matmul_gflops(dtype: str = "float32", shape: tuple[int, int, int] = (512, 768, 3072), seconds: float = 1.0) -> float:
+def matmul_gflops(dtype: str = "float32", shape: tuple[int, int, int] = (512, 768, 3072), seconds: float = 1.0,
+                  fastest: bool = False) -> float:
     """The machine's matrix-multiply speed in GFLOP/s for `dtype`: a compiled [m, k] @ [k, n] product
-    (a feed-forward layer on ~10 s of audio by default), median of calls over `seconds`."""
+    (a feed-forward layer on ~10 s of audio by default), median of calls over `seconds` (`fastest`:
+    the fastest call instead, the figure to compare fastest-of-N model calls with under load)."""
+    samples = _matmul_seconds(dtype, shape, seconds)
+    m, k, n = shape
+    return 2 * m * k * n / (min(samples) if fastest else statistics.median(samples)) / 1e9
+
+
+def _matmul_seconds(dtype: str, shape: tuple[int, int, int], seconds: float) -> list[float]:
+    """Seconds per product of the `matmul_gflops` micro-benchmark, one sample per batch of products."""
+    call, inner = matmul_call(dtype, shape)
+    samples, deadline = [], time.perf_counter() + seconds
+    while time.perf_counter() < deadline or len(samples) < 5:
+        start = time.perf_counter()
+        call()
+        samples.append((time.perf_counter() - start) / inner)
+    return samples
+
+
+def matmul_call(dtype: str = "float32", shape: tuple[int, int, int] = (512, 768, 3072), inner: int = 8):
+    """(call, inner): `call()` runs `inner` compiled [m, k] @ [k, n] products (warmed up), so that the
+    per-call overhead does not count. The benchmark alternates it with the model calls: the roofline
+    figure then sees the same load as the model."""
     import tensorflow as tf
 
     m, k, n = shape
@@ -156,39 +184,70 @@ def matmul_gflops(dtype: str = "float32", shape: tuple[int, int, int] = (512, 76
     matmul = tf.function(lambda a, b: tf.matmul(a, b))
     for _ in range(3):
         matmul(a, b).numpy()
-    # each sample runs several products so that the per-call overhead does not count
-    inner, samples, deadline = 8, [], time.perf_counter() + seconds
-    while time.perf_counter() < deadline or len(samples) < 5:
-        start = time.perf_counter()
+
+    def call():
         for _ in range(inner):
             out = matmul(a, b)
-        out.numpy()
-        samples.append((time.perf_counter() - start) / inner)
-    return 2 * m * k * n / statistics.median(samples) / 1e9
+        return out.numpy()
+
+    return call, inner
 
 
 def machine_description() -> dict[str, Any]:
-    """CPU model name, core count, and the library versions."""
+    """The CPU (`hubert_tf.cpu.describe()`: model, ISA, native bfloat16, cores), the load, the library
+    versions and the thread-related environment variables."""
     import tensorflow as tf
 
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    from . import cpu
+
     info = {
-        "cpu": model, "cores": os.cpu_count(), "tensorflow": tf.__version__,
+        **cpu.describe(), "tensorflow": tf.__version__,
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
-    blas = {k: v for k, v in os.environ.items() if k.startswith(("OPENBLAS_", "OMP_", "MKL_", "TF_", "XLA_FLAGS"))
+    blas = {k: v for k, v in os.environ.items()
+            if k.startswith(("OPENBLAS_", "OMP_", "MKL_", "TF_", "XLA_FLAGS", "ONEDNN_", "DNNL_"))
             and k != "TF_CLI_CONFIG_FILE"}
     if blas:
         info["environment"] = blas
     return info
+
+
+# ----------------------------------------------------------------------------------------- threads
+# Inter-op threads with `--threads N`: the HuBERT graph is one chain of ops, so a second inter-op
+# thread has nothing to run in parallel and only competes with the intra-op pool for the cores (1 vs 2
+# on 2 cores, fresh processes alternated: no difference beyond the neighbours' noise); ORT runs with 1 too.
+INTER_OP_THREADS = 1
+
+
+def configure_threads(threads: int | None) -> dict[str, int]:
+    """Sets TensorFlow's intra-op threads to `threads` (and inter-op to `INTER_OP_THREADS`); must run
+    before TensorFlow executes any op. None leaves TensorFlow's defaults (0 = one per core).
+
+    Returns {"tensorflow_intra_op", "tensorflow_inter_op"} as TensorFlow reports them (0 = its default).
+
+    Raises:
+        ValueError: `threads` is not a positive int.
+        RuntimeError: TensorFlow already ran ops with other settings (start a fresh process).
+    """
+    import tensorflow as tf
+
+    if threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads must be a positive int, got {threads!r}")
+        threading = tf.config.threading
+        wanted = (threads, INTER_OP_THREADS)
+        current = (threading.get_intra_op_parallelism_threads(), threading.get_inter_op_parallelism_threads())
+        if current != wanted:
+            try:
+                threading.set_intra_op_parallelism_threads(threads)
+                threading.set_inter_op_parallelism_threads(INTER_OP_THREADS)
+            except RuntimeError:
+                raise RuntimeError(
+                    f"threads={threads}: TensorFlow already runs with intra-op {current[0]} / inter-op "
+                    f"{current[1]} threads (0 = default); thread counts can only be set before TensorFlow "
+                    "runs its first op: run the benchmark in a fresh process") from None
+    return {"tensorflow_intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+            "tensorflow_inter_op": tf.config.threading.get_inter_op_parallelism_threads()}
 
 
 # ----------------------------------------------------------------------------------------- inputs
@@ -242,13 +301,293 @@ def reference_model(tf_model, cls_name: str = "HubertModel"):
     return model
 
 
+# ----------------------------------------------------------------------------------------- ONNX Runtime
+# How `--onnx-export auto` makes the ONNX model: the transformers reference through torch.onnx.export
+# when torch and transformers import (the exporters in the order tried), else hubert_tf's own tf2onnx
+# export (`hubert_tf.onnx`).
+ONNX_EXPORTS = ("auto", "torch-legacy", "torch-dynamo", "tf2onnx")
+AUTO_TORCH_EXPORTERS = ("torch-legacy", "torch-dynamo")
+ONNX_OPSET = 18  # the dynamo exporter's own opset (converting it down fails); LayerNormalization is one op
+
+
+def export_reference_onnx(tf_model, path: str, attention_mask: bool, exporter: str = "torch-legacy") -> str:
+    """Exports the transformers reference of `tf_model` (`reference_model`: same config and weights) to
+    an ONNX file with dynamic batch and length axes, as a user of transformers would for onnxruntime.
+
+    Args:
+        tf_model: a float32 TFHubertModel.
+        path: the .onnx file to write.
+        attention_mask: give the graph an int64 `attention_mask` input (padded batches).
+        exporter: "torch-legacy" (TorchScript tracing, `dynamo=False`) or "torch-dynamo" (`dynamo=True`,
+            needs onnxscript).
+    Returns:
+        `path`. Inputs `input_values` float32 [batch, samples] (and `attention_mask`), output
+        `last_hidden_state` float32 [batch, frames, hidden].
+
+    Example:
+
+    >>> export_reference_onnx(TFHubertModel(config), "/tmp/ref.onnx", attention_mask=False)  # doctest: +SKIP
+    """
+    import warnings
+
+    import numpy as np
+    import torch
+
+    if exporter not in ("torch-legacy", "torch-dynamo"):
+        raise ValueError(f"exporter must be 'torch-legacy' or 'torch-dynamo', got {exporter!r}")
+    model = reference_model(tf_model).eval()
+    samples = max(2 * tf_model.config.receptive_field, 16000)
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((2, samples)).astype(np.float32))
+    names = ["input_values"] + (["attention_mask"] if attention_mask else [])
+    args = (x,) + ((torch.ones(x.shape, dtype=torch.int64),) if attention_mask else ())
+    axes = {name: {0: "batch", 1: "samples"} for name in names}
+    axes["last_hidden_state"] = {0: "batch", 1: "frames"}
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about Python ints in shape arithmetic
+        torch.onnx.export(model, args, path, input_names=names, output_names=["last_hidden_state"],
+                          dynamic_axes=axes, opset_version=ONNX_OPSET, dynamo=exporter == "torch-dynamo")
+    return path
+
+
+def make_onnx_model(tf_model, directory: str, attention_mask: bool, export: str = "auto",
+                    log: Callable[[str], None] = lambda message: None) -> tuple[str, dict[str, Any]]:
+    """The ONNX model the benchmark runs: writes it under `directory` and says how it was made.
+
+    Args:
+        export: "auto" (the transformers reference when torch and transformers import, trying
+            `AUTO_TORCH_EXPORTERS` in order; hubert_tf's tf2onnx export otherwise), "torch-legacy",
+            "torch-dynamo" or "tf2onnx".
+    Returns:
+        (path, {"onnx_source": "transformers" | "hubert_tf", "exporter", "export_seconds"} plus
+        "export_errors" for exporters that failed before one worked).
+    """
+    if export not in ONNX_EXPORTS:
+        raise ValueError(f"onnx export must be one of {list(ONNX_EXPORTS)}, got {export!r}")
+    if export == "auto":
+        exporters = list(AUTO_TORCH_EXPORTERS) if _torch_available() else ["tf2onnx"]
+    else:
+        exporters = [export]
+    if any(e != "tf2onnx" for e in exporters) and not _torch_available():
+        raise RuntimeError(f"--onnx-export {export} needs torch and transformers importable in this environment")
+    errors = {}
+    for exporter in exporters:
+        path = os.path.join(directory, f"{exporter}.onnx")
+        log(f"exporting to ONNX ({exporter})")
+        start = time.perf_counter()
+        try:
+            if exporter == "tf2onnx":
+                from .onnx import export_onnx
+
+                export_onnx(tf_model, path, attention_mask=attention_mask)
+            else:
+                export_reference_onnx(tf_model, path, attention_mask, exporter)
+        except Exception as error:  # noqa: BLE001 - an exporter's failure: try the next, report all if none works
+            errors[exporter] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"[:300]
+            log(f"  {exporter} failed: {errors[exporter]}")
+            continue
+        info = {"onnx_source": "hubert_tf" if exporter == "tf2onnx" else "transformers", "exporter": exporter,
+                "export_seconds": time.perf_counter() - start}
+        if errors:
+            info["export_errors"] = errors
+        return path, info
+    raise RuntimeError(f"no ONNX exporter worked: {errors}")
+
+
+def ort_session(path: str, threads: int):
+    """An onnxruntime CPU session as a speed-minded user builds one: `threads` intra-op threads, one
+    inter-op thread, sequential execution, every graph optimisation (ORT_ENABLE_ALL)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # no warnings about unused initializers on every load
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+def ort_feeds(session, audio, mask) -> dict[str, Any]:
+    """Feeds for an ONNX HuBERT `session` (inputs `input_values` and optionally `attention_mask`, int32
+    or int64): the audio and the mask (all ones when the graph takes one and `mask` is None).
+
+    Raises:
+        ValueError: the graph has no `input_values` input, or needs other inputs.
+    """
+    import numpy as np
+
+    inputs = {i.name: i for i in session.get_inputs()}
+    if "input_values" not in inputs or set(inputs) - {"input_values", "attention_mask"}:
+        raise ValueError(f"the ONNX model must take input_values (and optionally attention_mask); its inputs "
+                         f"are {sorted(inputs)}")
+    feeds = {"input_values": audio}
+    if "attention_mask" in inputs:
+        dtype = np.int64 if inputs["attention_mask"].type == "tensor(int64)" else np.int32
+        feeds["attention_mask"] = (np.ones(audio.shape, dtype) if mask is None else mask.astype(dtype))
+    elif mask is not None:
+        raise ValueError("the ONNX model has no attention_mask input, and the benchmark input is padded")
+    return feeds
+
+
+def quantize_onnx(path: str, out_path: str, per_channel: bool = False) -> str:
+    """onnxruntime's dynamic-range int8 quantisation of an ONNX model (`quantize_dynamic`, QInt8
+    weights; per output channel with `per_channel`): what an ONNX Runtime user does for int8 on CPU.
+
+    The model is first constant-folded by onnxruntime's basic graph optimisations (saved next to
+    `out_path`): the transformers export computes the positional conv's weight-normed kernel in the
+    graph, and `quantize_dynamic` quantises only convs whose weight is an initializer (it raises
+    "Expected ... to be an initializer" otherwise).
+    """
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    folded = os.path.splitext(out_path)[0] + ".folded.onnx"
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = folded
+    options.log_severity_level = 3
+    ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    quantize_dynamic(folded, out_path, weight_type=QuantType.QInt8, per_channel=per_channel)
+    return out_path
+
+
+# ----------------------------------------------------------------------------------------- parts
+PARTS = ("feature_encoder", "projection_positional", "transformer_layers", "head")
+
+
+def part_functions(model, jit_compile: bool = False) -> dict[str, Callable]:
+    """The model's forward pass cut into parts, each its own compiled `tf.function` on the previous
+    part's output (the same sub-layers the whole call runs, in its order):
+
+        feature_encoder(input_values) -> conv features
+        projection_positional(features, frame_mask) -> feature projection, padding zeroed, + positional
+            conv (and the encoder's layer norm in post-LN models)
+        transformer_layers(hidden, bias) -> every Transformer layer (and the final layer norm in pre-LN
+            models)
+        head(hidden) -> CTC logits (only for models with an `lm_head`)
+
+    `frame_mask`/`bias` are None without an attention mask (see `part_inputs`).
+    """
+    import tensorflow as tf
+
+    body = model.hubert
+    encoder = body.encoder
+
+    def feature_encoder(x):
+        return body.feature_extractor(tf.cast(x, body.compute_dtype))
+
+    def projection_positional(features, frame_mask):
+        hidden = body.feature_projection(features, training=False)
+        if frame_mask is not None:
+            hidden = hidden * tf.cast(frame_mask, hidden.dtype)[:, :, None]
+        hidden = hidden + encoder.pos_conv_embed(hidden, training=False)
+        return hidden if encoder.stable_layer_norm else encoder.layer_norm(hidden)
+
+    def transformer_layers(hidden, bias):
+        for layer in encoder.layers:
+            hidden, _ = layer(hidden, bias=bias, training=False)
+        return encoder.layer_norm(hidden) if encoder.stable_layer_norm else hidden
+
+    parts = {"feature_encoder": feature_encoder, "projection_positional": projection_positional,
+             "transformer_layers": transformer_layers}
+    if hasattr(model, "lm_head"):
+        parts["head"] = lambda hidden: tf.cast(model.lm_head(hidden), tf.float32)
+    return {name: tf.function(fn, jit_compile=jit_compile) for name, fn in parts.items()}
+
+
+def part_inputs(model, x, mask, features):
+    """(frame_mask, attention bias) for the parts from the attention mask, as the main layer makes
+    them; (None, None) without a mask."""
+    import tensorflow as tf
+
+    from .modeling.attention import padding_bias
+    from .modeling.masking import frame_lengths, lengths_to_mask, sample_lengths
+
+    if mask is None:
+        return None, None
+    frames = tf.shape(features)[1]
+    frame_mask = lengths_to_mask(frame_lengths(sample_lengths(x, mask), model.config, frames), frames)
+    return frame_mask, padding_bias(frame_mask, model.hubert.compute_dtype)
+
+
+def part_flops(config, num_samples: int, batch_size: int, with_head: bool) -> dict[str, int]:
+    """FLOPs of each part of `part_functions` (from `flop_breakdown`; the head: its one dense layer)."""
+    b = flop_breakdown(config, num_samples, batch_size)
+    out = {
+        "feature_encoder": b["feature_encoder"],
+        "projection_positional": b["feature_projection"] + b["positional_conv"],
+        "transformer_layers": b["attention_projections"] + b["attention_scores"] + b["feed_forward"],
+    }
+    if with_head:
+        frames = _conv_frames_all(config, num_samples)
+        out["head"] = 2 * batch_size * frames * config.hidden_size * config.vocab_size
+    return out
+
+
+def _conv_frames_all(config, num_samples: int) -> int:
+    from .modeling.masking import conv_output_lengths
+
+    return max(int(conv_output_lengths(num_samples, config.conv_kernel, config.conv_stride)), 0)
+
+
+def time_parts(model, x, mask, whole_call: Callable[[], Any], whole_output, num_samples: int, repeats: int,
+               jit_compile: bool = False, warmup: int = 1) -> dict[str, Any]:
+    """Each part of `part_functions` timed on the real intermediate tensors, alternated with the whole
+    call (`whole_call`), fastest-of-N and median, with its FLOPs and GFLOP/s.
+
+    Returns {"parts": {name: {median_ms, min_ms, ..., gflop, gflops_min, gflops_median}},
+    "sum_min_ms", "sum_median_ms", "whole_min_ms", "whole_median_ms", "sum_over_whole_min",
+    "max_abs_diff_vs_whole"} (the chained parts' output against `whole_output`: they are the model).
+    """
+    import numpy as np
+
+    fns = part_functions(model, jit_compile)
+    features = fns["feature_encoder"](x)
+    frame_mask, bias = part_inputs(model, x, mask, features)
+    hidden = fns["projection_positional"](features, frame_mask)
+    last = fns["transformer_layers"](hidden, bias)
+    args = {"feature_encoder": (x,), "projection_positional": (features, frame_mask),
+            "transformer_layers": (hidden, bias)}
+    out = last
+    if "head" in fns:
+        args["head"] = (last,)
+        out = fns["head"](last)
+    calls = {"whole": whole_call}
+    for name, fn in fns.items():
+        calls[name] = (lambda fn=fn, a=args[name]: fn(*a).numpy())
+    for _ in range(warmup):
+        for call in calls.values():
+            call()
+    times = time_alternating(calls, repeats)
+    flops = part_flops(model.config, num_samples, int(x.shape[0]), "head" in fns)
+    parts = {}
+    for name in fns:
+        t = summarize(times[name])
+        parts[name] = {**t, "gflop": flops[name] / 1e9, "gflops_min": flops[name] / t["min_ms"] / 1e6,
+                       "gflops_median": flops[name] / t["median_ms"] / 1e6}
+    whole = summarize(times["whole"])
+    sum_min = sum(p["min_ms"] for p in parts.values())
+    return {
+        "parts": parts, "sum_min_ms": sum_min, "sum_median_ms": sum(p["median_ms"] for p in parts.values()),
+        "whole_min_ms": whole["min_ms"], "whole_median_ms": whole["median_ms"],
+        "sum_over_whole_min": sum_min / whole["min_ms"],
+        "max_abs_diff_vs_whole": float(np.max(np.abs(np.asarray(out, np.float32) - whole_output))),
+    }
+
+
 # ----------------------------------------------------------------------------------------- benchmark
 def benchmark(model: str = "base", seconds: float = 10.0, batch_size: int = 1, dtype: str = "float32",
               jit_compile: str | bool = "auto", repeats: int = 10, warmup: int = 2, padded: bool = False,
-              compare_pytorch: bool = False, train: bool = False, train_batch_size: int = 2,
+              compare_pytorch: bool = False, compare_onnxruntime: bool = False, onnx_model: str | None = None,
+              onnx_export: str = "auto", threads: int | None = None, parts: bool = True, int8: bool = False,
+              ort_int8_per_channel: bool = False, train: bool = False, train_batch_size: int = 2,
               train_seconds: float = 5.0, train_repeats: int = 5, train_jit_compile: str | bool = "auto",
               matmul_seconds: float = 2.0, config=None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Runs the benchmark and returns the report as a dict (see `format_report`).
+
+    Every implementation compared runs in one alternating loop (`time_alternating`); each gets a
+    median and a fastest-of-N (`min_ms`) figure, and every ratio is given from both, since a
+    neighbour's load makes single timings bimodal.
 
     Args:
         model: preset name or config.json path (ignored when `config` is given).
@@ -259,35 +598,76 @@ def benchmark(model: str = "base", seconds: float = 10.0, batch_size: int = 1, d
         padded: rows of different lengths with an attention mask (throughput of a real batch).
         compare_pytorch: time the reference PyTorch HubertModel (same config, weights and input) in
             alternation with ours; needs torch and transformers.
+        compare_onnxruntime: time an ONNX model of the same weights in onnxruntime alongside (see
+            `make_onnx_model`, `ort_session`); needs onnxruntime.
+        onnx_model: an existing .onnx file to run instead of exporting one (its inputs `input_values`
+            and optionally `attention_mask`; it should hold this model's weights for the diff to mean
+            anything).
+        onnx_export: how to make the ONNX model: "auto", "torch-legacy", "torch-dynamo" or "tf2onnx".
+        threads: intra-op threads of TensorFlow, PyTorch and onnxruntime (None: TensorFlow's and
+            PyTorch's defaults, onnxruntime one per core). Must be set before TensorFlow runs its first
+            op (`configure_threads`): use a fresh process.
+        parts: also time the parts of the forward pass separately (`time_parts`).
+        int8: also time `hubert_tf.quantization.quantized_inference_function` (and, with
+            `compare_onnxruntime`, onnxruntime's `quantize_dynamic` of the ONNX model) with its error
+            against our float32 output.
+        ort_int8_per_channel: per-channel weight scales for onnxruntime's int8 model.
         train: also time a training step of HubertForCTC on `train_batch_size` x `train_seconds`.
-        matmul_seconds: duration of the matmul micro-benchmark.
+        matmul_seconds: duration of the matmul micro-benchmark run alone first (`matmul_gflops_alone`);
+            `matmul_gflops` (the roofline of `matmul_fraction`) comes from products alternated with the calls.
         config: a HubertConfig to use instead of `model`.
         log: progress messages (to stderr by default).
+
+    Example:
+
+    >>> report = benchmark("base", compare_onnxruntime=True, threads=2)  # doctest: +SKIP
+    >>> report["speed_vs_onnxruntime"]  # ORT time / our time: > 1 means hubert_tf is faster  # doctest: +SKIP
+    {'median': 1.12, 'min': 1.15}
     """
+    import importlib.util
+    import tempfile
+
     import numpy as np
     import tensorflow as tf
+
+    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+    thread_info = configure_threads(threads)  # before any TensorFlow op
 
     from .modeling import TFHubertModel
     from .modeling.inference import inference_function, resolve_jit_compile
 
-    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
-    config = config if config is not None else resolve_config(model)
+    given_config = config is not None
+    config = config if given_config else resolve_config(model)
     if compare_pytorch and not _torch_available():
         raise RuntimeError("--compare-pytorch needs torch and transformers importable in this environment")
+    if (compare_onnxruntime or onnx_model) and importlib.util.find_spec("onnxruntime") is None:
+        raise RuntimeError("--compare-onnxruntime needs onnxruntime importable in this environment "
+                           "(pip install onnxruntime)")
+    compare_onnxruntime = compare_onnxruntime or onnx_model is not None
+    if onnx_model is not None and not os.path.isfile(onnx_model):
+        raise OSError(f"--onnx-model {onnx_model}: no such file")
+    if compare_onnxruntime and onnx_model is None and onnx_export not in ONNX_EXPORTS:
+        raise ValueError(f"onnx_export must be one of {list(ONNX_EXPORTS)}, got {onnx_export!r}")
+    if int8:
+        quantization = _quantization_module()
     num_samples = int(round(seconds * SAMPLING_RATE))
+    cores = os.cpu_count() or 1
     report: dict[str, Any] = {
-        "model": model if isinstance(model, str) else "config",
+        "model": "config" if given_config else model,
         "config": {k: getattr(config, k) for k in ("hidden_size", "num_hidden_layers", "num_attention_heads",
                                                   "intermediate_size", "feat_extract_norm", "do_stable_layer_norm")},
         "seconds": seconds, "batch_size": batch_size, "dtype": dtype, "padded": padded,
-        "machine": machine_description(),
+        "machine": machine_description(), "threads": {"requested": threads, **thread_info},
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     flops = count_flops(config, num_samples, batch_size)
     report["gflop"] = flops / 1e9
     report["gflop_breakdown"] = {k: v / 1e9 for k, v in flop_breakdown(config, num_samples, batch_size).items()}
 
     log(f"matmul micro-benchmark ({dtype})")
-    report["matmul_gflops"] = matmul_gflops(dtype, seconds=matmul_seconds)
+    shape = (512, 768, 3072)
+    matmul_flop = 2 * shape[0] * shape[1] * shape[2]
+    report["matmul_gflops_alone"] = matmul_flop / statistics.median(_matmul_seconds(dtype, shape, matmul_seconds)) / 1e9
 
     log(f"building {report['model']} ({dtype})")
     tf_model = TFHubertModel(config, dtype=dtype)
@@ -307,13 +687,26 @@ def benchmark(model: str = "base", seconds: float = 10.0, batch_size: int = 1, d
     report["first_call_ms"] = 1e3 * (time.perf_counter() - start)
     for _ in range(max(warmup - 1, 0)):
         tf_call()
-    tf_peak_rss = peak_rss_mb()  # before the reference model exists
+    tf_peak_rss = peak_rss_mb()  # before the other runtimes exist
+    valid = np.ones(tf_out.shape[:2], bool) if mask is None else _frame_mask(tf_model, lengths, tf_out.shape[1])
 
-    calls = {"tensorflow": tf_call}
+    def warm(call):
+        out = call()
+        for _ in range(max(warmup - 1, 0)):
+            call()
+        return out
+
+    # the matmul roofline runs in the same alternation as the implementations (same load)
+    matmul, matmul_inner = matmul_call(dtype, shape)
+    calls = {"tensorflow": tf_call, "matmul": matmul}
     torch_model = None
-    if compare_pytorch:
+    if compare_pytorch or (compare_onnxruntime and onnx_model is None and _torch_available()
+                           and onnx_export != "tf2onnx"):
         import torch
 
+        if threads is not None:
+            torch.set_num_threads(threads)
+    if compare_pytorch:
         log("building the reference PyTorch HubertModel (sdpa)")
         torch_model = reference_model(tf_model).eval()
         tx = torch.from_numpy(audio)
@@ -323,16 +716,65 @@ def benchmark(model: str = "base", seconds: float = 10.0, batch_size: int = 1, d
             with torch.inference_mode():
                 return torch_model(tx, attention_mask=tm).last_hidden_state.numpy()
 
-        torch_out = torch_call()
-        for _ in range(max(warmup - 1, 0)):
-            torch_call()
-        valid = np.ones(tf_out.shape[:2], bool) if mask is None else _frame_mask(tf_model, lengths, tf_out.shape[1])
+        torch_out = warm(torch_call)
         report["max_abs_diff_vs_pytorch"] = float(np.max(np.abs(tf_out[valid] - torch_out[valid])))
         report["pytorch"] = {"torch": torch.__version__, "threads": torch.get_num_threads()}
         calls["pytorch"] = torch_call
 
-    log(f"timing {repeats} calls" + (" each, alternating" if len(calls) > 1 else ""))
-    times = time_alternating(calls, repeats, pause=0.05 if len(calls) > 1 else 0.0)
+    int8_out = {}
+    if int8:
+        log("building the int8 inference function (hubert_tf.quantization)")
+        start = time.perf_counter()
+        qfn = quantization.quantized_inference_function(tf_model)
+
+        def int8_call():
+            return np.asarray(qfn(x, m)["last_hidden_state"])
+
+        int8_out["tensorflow_int8"] = warm(int8_call)
+        report["tensorflow_int8"] = {"build_and_warmup_seconds": time.perf_counter() - start}
+        calls["tensorflow_int8"] = int8_call
+
+    with tempfile.TemporaryDirectory(prefix="hubert_tf_bench_") as tmp:
+        if compare_onnxruntime:
+            import onnxruntime
+
+            ort_threads = threads or cores
+            if onnx_model is not None:
+                onnx_path, info = onnx_model, {"onnx_source": "file", "exporter": None, "path": onnx_model}
+            else:
+                onnx_path, info = make_onnx_model(tf_model, tmp, attention_mask=mask is not None,
+                                                  export=onnx_export, log=log)
+            session = ort_session(onnx_path, ort_threads)
+            feeds = ort_feeds(session, audio, mask)
+
+            def ort_call(session=session):
+                return session.run(None, feeds)[0]
+
+            ort_out = warm(ort_call)
+            report["onnxruntime"] = {"onnxruntime": onnxruntime.__version__, "intra_op_threads": ort_threads,
+                                     "inter_op_threads": 1, "graph_optimization": "ORT_ENABLE_ALL",
+                                     "execution_mode": "ORT_SEQUENTIAL", **info}
+            report["max_abs_diff_vs_onnxruntime"] = _max_diff(tf_out, ort_out, valid)
+            calls["onnxruntime"] = ort_call
+            if int8:
+                log("quantising the ONNX model (onnxruntime quantize_dynamic, QInt8)")
+                start = time.perf_counter()
+                int8_path = quantize_onnx(onnx_path, os.path.join(tmp, "int8.onnx"), ort_int8_per_channel)
+                int8_session = ort_session(int8_path, ort_threads)
+                report["onnxruntime_int8"] = {"quantize_seconds": time.perf_counter() - start,
+                                              "per_channel": ort_int8_per_channel, "weight_type": "QInt8"}
+
+                def ort_int8_call(session=int8_session):
+                    return session.run(None, feeds)[0]
+
+                int8_out["onnxruntime_int8"] = warm(ort_int8_call)
+                calls["onnxruntime_int8"] = ort_int8_call
+
+        log(f"timing {repeats} calls each of {', '.join(calls)}, alternating")
+        times = time_alternating(calls, repeats, pause=0.05)
+    del calls
+    report["matmul_gflops"] = matmul_flop * matmul_inner / statistics.median(times["matmul"]) / 1e9
+    report["matmul_gflops_fastest"] = matmul_flop * matmul_inner / min(times["matmul"]) / 1e9
     tf_time = statistics.median(times["tensorflow"])
     audio_seconds = sum(lengths) / SAMPLING_RATE
     report["tensorflow"] = {
@@ -340,7 +782,10 @@ def benchmark(model: str = "base", seconds: float = 10.0, batch_size: int = 1, d
         "real_time_factor": tf_time / audio_seconds,
         "audio_seconds_per_second": audio_seconds / tf_time,
         "gflops": flops / tf_time / 1e9,
+        "gflops_min": flops / min(times["tensorflow"]) / 1e9,
         "matmul_fraction": flops / tf_time / 1e9 / report["matmul_gflops"],
+        # the fastest call against the fastest matmul: both the least disturbed by other load
+        "matmul_fraction_min": flops / min(times["tensorflow"]) / 1e9 / report["matmul_gflops_fastest"],
         "peak_rss_mb": tf_peak_rss,
     }
     # a second length: compiled once for all lengths, so no new trace (XLA compiles each new shape)
@@ -355,8 +800,27 @@ def benchmark(model: str = "base", seconds: float = 10.0, batch_size: int = 1, d
         report["pytorch"]["real_time_factor"] = torch_time / audio_seconds
         report["pytorch"]["gflops"] = flops / torch_time / 1e9
         report["speedup_vs_pytorch"] = torch_time / tf_time
+        report["speed_vs_pytorch"] = speed_ratios(times["pytorch"], times["tensorflow"])
+    if compare_onnxruntime:
+        report["onnxruntime"].update(summarize(times["onnxruntime"]))
+        report["onnxruntime"]["gflops"] = flops / statistics.median(times["onnxruntime"]) / 1e9
+        report["onnxruntime"]["gflops_min"] = flops / min(times["onnxruntime"]) / 1e9
+        report["speed_vs_onnxruntime"] = speed_ratios(times["onnxruntime"], times["tensorflow"])
+    for name, reference in (("tensorflow_int8", "tensorflow"), ("onnxruntime_int8", "onnxruntime")):
+        if name in int8_out:
+            report[name].update(summarize(times[name]))
+            # speed of the int8 model: its float32 counterpart's time / its time (> 1: int8 is faster)
+            report[name]["speed_vs_float32"] = speed_ratios(times[reference], times[name])
+            report[name]["speed_vs_tensorflow_float32"] = speed_ratios(times["tensorflow"], times[name])
+            report[name]["relative_rms_error_vs_float32"] = quantization.relative_rms_error(
+                int8_out[name][valid], tf_out[valid])
+            report[name]["max_abs_diff_vs_float32"] = _max_diff(tf_out, int8_out[name], valid)
     del torch_model
     gc.collect()
+
+    if parts:
+        log(f"timing the parts ({repeats} calls each, alternating with the whole call)")
+        report["parts"] = time_parts(tf_model, x, m, tf_call, tf_out, num_samples, repeats, jit_compile=jit)
 
     if train:
         report["train"] = benchmark_training(
@@ -364,6 +828,33 @@ def benchmark(model: str = "base", seconds: float = 10.0, batch_size: int = 1, d
             warmup=warmup, jit_compile=train_jit_compile, compare_pytorch=compare_pytorch, log=log,
         )
     return report
+
+
+def speed_ratios(other_seconds: Sequence[float], our_seconds: Sequence[float]) -> dict[str, float]:
+    """How much faster "ours" is than "other" (> 1: ours is faster), from `time_alternating`'s samples:
+    {"median": median(other) / median(ours), "min": min(other) / min(ours), "paired_median": the
+    median over rounds of other[i] / ours[i]} (neighbouring calls see similar load, so the paired
+    ratio is the steadiest of the three when the load changes during the run)."""
+    return {"median": statistics.median(other_seconds) / statistics.median(our_seconds),
+            "min": min(other_seconds) / min(our_seconds),
+            "paired_median": statistics.median(o / u for o, u in zip(other_seconds, our_seconds))}
+
+
+def _max_diff(a, b, valid) -> float:
+    import numpy as np
+
+    if a.shape != b.shape:
+        raise ValueError(f"outputs differ in shape: {a.shape} vs {b.shape} (is the ONNX model this model?)")
+    return float(np.max(np.abs(a[valid] - np.asarray(b, np.float32)[valid])))
+
+
+def _quantization_module():
+    """hubert_tf.quantization, or a RuntimeError saying --int8 needs it."""
+    try:
+        from . import quantization
+    except ImportError as error:
+        raise RuntimeError(f"--int8 needs hubert_tf.quantization ({error})") from None
+    return quantization
 
 
 def _frame_mask(tf_model, lengths, frames):
@@ -455,16 +946,25 @@ def format_report(report: dict[str, Any]) -> str:
     """The report as a few human-readable lines."""
     m, t = report["machine"], report["tensorflow"]
     load = m.get("load_average")
+    th = report.get("threads", {})
     lines = [
-        f"machine: {m['cpu']}, {m['cores']} cores, TensorFlow {m['tensorflow']}"
-        + (f", load {load[0]:.2f}" if load else ""),
+        f"machine: {m['cpu']}, {m['cores']} cores, {m.get('isa', '?')}"
+        f"{', native bfloat16' if m.get('native_bfloat16') else ', no native bfloat16'}, "
+        f"TensorFlow {m['tensorflow']}" + (f", load {load[0]:.2f}" if load else "")
+        + (f", ONEDNN_MAX_CPU_ISA={m['environment']['ONEDNN_MAX_CPU_ISA']}"
+           if "ONEDNN_MAX_CPU_ISA" in m.get("environment", {}) else ""),
+        f"threads: requested {th.get('requested')}, TensorFlow intra-op {th.get('tensorflow_intra_op')} / "
+        f"inter-op {th.get('tensorflow_inter_op')} (0 = default){'; measured ' + report['measured_at'] if 'measured_at' in report else ''}",
         f"model: {report['model']} ({report['parameters'] / 1e6:.1f}M parameters), {report['dtype']}, "
         f"batch {report['batch_size']} x {report['seconds']:g} s{' (padded)' if report['padded'] else ''}, "
         f"jit_compile={report['jit_compile']}, {report['gflop']:.1f} GFLOP per call",
         f"tensorflow: {t['median_ms']:.1f} ms/call (median of {t['repeats']}, min {t['min_ms']:.1f}), "
         f"real-time factor {t['real_time_factor']:.4f} ({t['audio_seconds_per_second']:.1f} s of audio per s), "
-        f"{t['gflops']:.1f} GFLOP/s = {100 * t['matmul_fraction']:.0f}% of the measured "
-        f"{report['dtype']} matmul {report['matmul_gflops']:.1f} GFLOP/s",
+        f"{t['gflops']:.1f} GFLOP/s = {100 * t['matmul_fraction']:.0f}% of the {report['dtype']} matmul "
+        f"{report['matmul_gflops']:.1f} GFLOP/s (alternated with the calls; median)"
+        + (f"; fastest call {t['gflops_min']:.1f} GFLOP/s = {100 * t['matmul_fraction_min']:.0f}% of the "
+           f"fastest matmul {report['matmul_gflops_fastest']:.1f} GFLOP/s"
+           if "gflops_min" in t else ""),
         f"  first call {report['first_call_ms']:.0f} ms, new length first call {t['new_length_first_call_ms']:.0f} ms, "
         f"{t['traces']} graph trace(s), peak RSS {t['peak_rss_mb']:.0f} MiB",
     ]
@@ -473,9 +973,38 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(
             f"pytorch {p['torch']} (reference HubertModel, sdpa, float32, {p['threads']} threads): "
             f"{p['median_ms']:.1f} ms/call (min {p['min_ms']:.1f}), {p['gflops']:.1f} GFLOP/s; "
-            f"tensorflow is {report['speedup_vs_pytorch']:.2f}x faster; max |diff| "
+            f"tensorflow is {report['speedup_vs_pytorch']:.2f}x faster (fastest calls: "
+            f"{report['speed_vs_pytorch']['min']:.2f}x); max |diff| "
             f"{report['max_abs_diff_vs_pytorch']:.2e}"
         )
+    if "onnxruntime" in report:
+        o, r = report["onnxruntime"], report["speed_vs_onnxruntime"]
+        source = {"transformers": f"transformers HubertModel exported with {o['exporter']}",
+                  "hubert_tf": "hubert_tf's own tf2onnx export", "file": o.get("path")}.get(o["onnx_source"])
+        lines.append(
+            f"onnxruntime {o['onnxruntime']} ({source}, {o['intra_op_threads']} intra-op threads, "
+            f"ORT_ENABLE_ALL): {o['median_ms']:.1f} ms/call (min {o['min_ms']:.1f}), {o['gflops']:.1f} GFLOP/s; "
+            f"max |diff| {report['max_abs_diff_vs_onnxruntime']:.2e}")
+        lines.append(
+            f"  ORT time / our time: {r['median']:.2f} (medians), {r['min']:.2f} (fastest calls), "
+            f"{r['paired_median']:.2f} (median of alternated pairs); "
+            f"> 1 means hubert_tf is faster")
+    for name, label in (("tensorflow_int8", "hubert_tf int8"), ("onnxruntime_int8", "onnxruntime int8")):
+        if name in report and "median_ms" in report[name]:
+            q = report[name]
+            lines.append(
+                f"{label}: {q['median_ms']:.1f} ms/call (min {q['min_ms']:.1f}), "
+                f"{q['speed_vs_float32']['median']:.2f}x its float32 (medians; fastest "
+                f"{q['speed_vs_float32']['min']:.2f}x), {q['speed_vs_tensorflow_float32']['median']:.2f}x "
+                f"hubert_tf float32; relative RMS error {100 * q['relative_rms_error_vs_float32']:.2f}%")
+    if "parts" in report:
+        p = report["parts"]
+        lines.append(f"parts (each its own compiled function, fastest of {t['repeats']} / median):")
+        for name, part in p["parts"].items():
+            lines.append(f"  {name:<22} {part['min_ms']:8.1f} / {part['median_ms']:8.1f} ms  "
+                         f"{part['gflop']:7.2f} GFLOP  {part['gflops_min']:6.1f} GFLOP/s")
+        lines.append(f"  sum {p['sum_min_ms']:.1f} ms vs whole call {p['whole_min_ms']:.1f} ms (fastest): "
+                     f"{p['sum_over_whole_min']:.2f}; parts vs whole max |diff| {p['max_abs_diff_vs_whole']:.1e}")
     if "train" in report:
         tr = report["train"]
         line = (f"training step ({tr['batch_size']} x {tr['seconds']:g} s, {tr['policy']}, "
@@ -500,6 +1029,16 @@ def _jit_arg(value: str):
     raise argparse.ArgumentTypeError(f"expected auto, on or off, got {value!r}")
 
 
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return number
+
+
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="base", help="base, large, xlarge, or a config.json path (default base)")
     p.add_argument("--seconds", type=float, default=10.0, help="audio seconds per row (default 10)")
@@ -513,6 +1052,23 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help="rows of 50-100%% of --seconds, zero-padded, with an attention mask")
     p.add_argument("--compare-pytorch", action="store_true",
                    help="time the reference transformers HubertModel alongside (needs torch, transformers)")
+    p.add_argument("--compare-onnxruntime", action="store_true",
+                   help="export the model to ONNX (the transformers reference when torch is installed, else "
+                        "hubert_tf's tf2onnx export) and time onnxruntime alongside")
+    p.add_argument("--onnx-model", metavar="PATH",
+                   help="run this .onnx file in onnxruntime instead of exporting one (implies --compare-onnxruntime)")
+    p.add_argument("--onnx-export", choices=ONNX_EXPORTS, default="auto",
+                   help="how to make the ONNX model (default auto: torch-legacy, then torch-dynamo, else tf2onnx)")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="intra-op threads for TensorFlow, PyTorch and onnxruntime (default: their defaults; "
+                        "onnxruntime: the core count)")
+    p.add_argument("--no-parts", dest="parts", action="store_false",
+                   help="skip timing the parts (feature encoder, projection + positional conv, layers, head)")
+    p.add_argument("--int8", action="store_true",
+                   help="also time hubert_tf's int8 inference (and onnxruntime quantize_dynamic with "
+                        "--compare-onnxruntime), with the error against float32")
+    p.add_argument("--ort-int8-per-channel", action="store_true",
+                   help="per-channel weight scales in onnxruntime's int8 model")
     p.add_argument("--train", action="store_true", help="also time a training step (HubertForCTC)")
     p.add_argument("--train-batch-size", type=int, default=2)
     p.add_argument("--train-seconds", type=float, default=5.0)
@@ -539,14 +1095,18 @@ def run_bench(args: argparse.Namespace) -> int:
     report = benchmark(
         model=args.model, seconds=args.seconds, batch_size=args.batch_size, dtype=args.dtype,
         jit_compile=args.jit_compile, repeats=args.repeats, warmup=args.warmup, padded=args.padded,
-        compare_pytorch=args.compare_pytorch, train=args.train, train_batch_size=args.train_batch_size,
+        compare_pytorch=args.compare_pytorch, compare_onnxruntime=args.compare_onnxruntime,
+        onnx_model=args.onnx_model, onnx_export=args.onnx_export, threads=args.threads, parts=args.parts,
+        int8=args.int8, ort_int8_per_channel=args.ort_int8_per_channel, train=args.train, train_batch_size=args.train_batch_size,
         train_seconds=args.train_seconds, train_repeats=args.train_repeats,
         train_jit_compile=args.train_jit_compile, matmul_seconds=args.matmul_seconds,
         log=(lambda message: None) if getattr(args, "quiet", False) else None,
     )
     text = json.dumps(report, indent=2) + "\n"
     if args.output:
-        with open(args.output, "w") as f:
+        from .files import atomic_write
+
+        with atomic_write(args.output, "w") as f:
             f.write(text)
     sys.stdout.write(text if args.json else format_report(report))
     return 0

@@ -18,6 +18,7 @@ The SavedModel holds only standard TF ops: `tf.saved_model.load` and TF Serving 
 from __future__ import annotations
 
 import ctypes
+import gc
 import json
 import os
 import shutil
@@ -157,8 +158,44 @@ def to_tflite(model, path: str | os.PathLike, *, quantize: str | None = None) ->
     >>> runner(input_values=np.zeros((1, 24000), "float32"))["last_hidden_state"].shape
     (1, 74, 32)
     """
+    flatbuffer = tflite_flatbuffer(model, quantize=quantize)
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with atomic_write(path, "wb") as f:  # no half-written .tflite under the final name
+        f.write(flatbuffer)
+    return path
+
+
+def tflite_flatbuffer(model, *, quantize: str | None = None) -> bytes:
+    """The TFLite flatbuffer that `to_tflite` writes, as bytes (for an in-memory interpreter).
+
+    Args:
+        model: a HuBERT Keras model.
+        quantize: None (float32) or "dynamic" (int8 weights of every matmul and conv, float activations).
+
+    Returns:
+        bytes: the flatbuffer, with the minimum input length in its "hubert_tf" metadata entry.
+
+    Example:
+
+    >>> from hubert_tf import HubertConfig, TFHubertModel
+    >>> model = TFHubertModel(HubertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+    ...     intermediate_size=64, conv_dim=(32,) * 7, num_conv_pos_embedding_groups=4))
+    >>> runner = tflite_interpreter(model_content=tflite_flatbuffer(model, quantize="dynamic")).get_signature_runner()
+    >>> list(runner.get_input_details()), list(runner.get_output_details())
+    (['input_values'], ['last_hidden_state'])
+    """
     if quantize not in QUANTIZATIONS:
         raise ValueError(f"quantize must be one of {QUANTIZATIONS}, got {quantize!r}")
+    flatbuffer = add_tflite_metadata(_convert_to_tflite(model, quantize), TFLITE_METADATA, json.dumps(
+        {"min_samples": int(model.config.receptive_field), "input": "input_values"}).encode())
+    _release_freed_memory()  # after the converter's and the metadata step's objects are gone
+    return flatbuffer
+
+
+def _convert_to_tflite(model, quantize):
+    # No attention mask input: the model's masked graph needs a StridedSlice form TFLite's built-in ops
+    # lack (Flex only); `hubert_tf.quantization` runs padded rows one at a time instead.
     names = []
 
     @tf.function(input_signature=[_INPUT_VALUES])
@@ -185,14 +222,20 @@ def to_tflite(model, path: str | os.PathLike, *, quantize: str | None = None) ->
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         if quantize == "dynamic":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        flatbuffer = converter.convert()
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    flatbuffer = add_tflite_metadata(flatbuffer, TFLITE_METADATA, json.dumps(
-        {"min_samples": int(model.config.receptive_field), "input": "input_values"}).encode())
-    with atomic_write(path, "wb") as f:  # no half-written .tflite under the final name
-        f.write(flatbuffer)
-    return path
+        return converter.convert()
+
+
+def _release_freed_memory() -> None:
+    """Hands the heap the TFLite converter freed back to the OS (glibc `malloc_trim`; a no-op elsewhere).
+    glibc keeps it otherwise: the process stays at the converter's peak (many GB for the base model).
+    The traced functions and frozen graphs sit in reference cycles: collected first."""
+    gc.collect()
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+        pass
 
 
 def tflite_interpreter(model_path: str | os.PathLike | None = None, *, model_content: bytes | None = None,

@@ -5,7 +5,9 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from .. import cpu
 from ..activations import get_activation
+from ._tf_runtime import onednn_enabled
 from .masking import conv_output_lengths
 
 register = keras.saving.register_keras_serializable(package="hubert_tf")
@@ -56,17 +58,37 @@ class TFHubertChannelNorm(keras.layers.Layer):
 def conv_windows(x, kernel_size: int, stride: int):
     """[batch, length, channels] -> [batch, frames, kernel_size * channels]: the input window of every
     output frame of a "valid" conv, frames = (length - kernel_size) // stride + 1, for
-    kernel_size <= 2 * stride (every HuBERT feature-encoder layer). Built from two reshaped views of
-    the input, so it costs one copy; `windows @ kernel.reshape(kernel_size * channels, out)` is the conv.
+    kernel_size <= 2 * stride (every HuBERT feature-encoder layer); `windows @ kernel.reshape(kernel_size
+    * channels, out)` is the conv.
+
+    The first `stride` samples of each window are a reshape of the input (no copy); the other
+    `kernel_size - stride` come from strided slices of one sample each, so the only copy is the
+    concatenation (none at all when kernel_size == stride).
     """
+    if not 0 < kernel_size <= 2 * stride:
+        raise ValueError(f"conv_windows needs 0 < kernel_size <= 2 * stride, got kernel_size={kernel_size}, "
+                         f"stride={stride}")
     batch, length, channels = tf.shape(x)[0], tf.shape(x)[1], x.shape[-1]
     frames = tf.maximum((length - kernel_size) // stride + 1, 0)
-    needed = (frames + 1) * stride
-    x = tf.pad(x, [[0, 0], [0, tf.maximum(needed - length, 0)], [0, 0]])[:, :needed]
-    rows = tf.reshape(x, [batch, frames + 1, stride * channels])  # row t: samples [t * stride, (t + 1) * stride)
+    if kernel_size < stride:
+        # rows of `stride` samples reach past the end: pad the (rarely used) short-kernel case
+        x = tf.pad(x, [[0, 0], [0, tf.maximum(frames * stride - length, 0)], [0, 0]])
+    # row t: samples [t * stride, (t + 1) * stride), frames * stride <= length when kernel_size >= stride
+    rows = tf.reshape(x[:, : frames * stride], [batch, frames, stride * channels])
     if kernel_size <= stride:
-        return rows[:, :frames, : kernel_size * channels]
-    return tf.concat([rows[:, :frames], rows[:, 1:, : (kernel_size - stride) * channels]], axis=-1)
+        return rows if kernel_size == stride else rows[:, :, : kernel_size * channels]
+    # sample t * stride + stride + j of window t, j < kernel_size - stride: [batch, frames, channels]
+    tails = [x[:, stride + j: stride + j + (frames - 1) * stride + 1: stride] for j in range(kernel_size - stride)]
+    return tf.concat([rows] + tails, axis=-1)
+
+
+def direct_conv_available() -> bool:
+    """True where oneDNN runs these strided 1-D convs as a direct (brgemm) conv, as fast as the windowed
+    matmul without its copy of the windows: AVX-512 and AMX CPUs. Below AVX-512 (AVX2) oneDNN's conv is
+    an im2col + GEMM well below its own matmul, and the windowed matmul is faster. Follows
+    `ONEDNN_MAX_CPU_ISA` as oneDNN does; read when a graph is traced (a SavedModel keeps the path of
+    the machine that exported it; both are correct everywhere)."""
+    return onednn_enabled() and cpu.isa() in ("AVX-512", "AMX")
 
 
 @register
@@ -118,12 +140,12 @@ class TFHubertConvLayer(keras.layers.Layer):
             x = self.conv(x)
         elif self.norm == "group" and self.in_channels == 1:
             return self._group_normed_waveform_conv(x, frame_mask)
-        elif training:
-            # one matmul over the windows: its gradient is two matmuls, ~4x faster on CPU than TF's
-            # backprop of these strided 1-D convs; the conv op itself is the faster forward
-            x = self._windowed_conv(x)
-        else:
+        elif not training and self.kernel_size != self.stride and direct_conv_available():
             x = self.conv(x)
+        elif self.norm is None:
+            return self._windowed_conv(x, activate=True)
+        else:
+            x = self._windowed_conv(x)
         if self.norm == "group":
             x = self.layer_norm(x, frame_mask=frame_mask)
         elif self.norm == "layer":
@@ -140,13 +162,25 @@ class TFHubertConvLayer(keras.layers.Layer):
         # [k, in, out] -> [k * in, out], rows in the order of `conv_windows`
         return tf.reshape(tf.cast(self.conv.kernel, dtype), [self.kernel_size * self.in_channels, self.out_channels])
 
-    def _windowed_conv(self, x):
-        """The conv as one matrix product over `conv_windows` ([batch, frames, k * in] @ [k * in, out])."""
-        windows = conv_windows(x, self.kernel_size, self.stride)
+    def _windowed_conv(self, x, activate=False):
+        """The conv as one matrix product over `conv_windows` ([batch * frames, k * in] @ [k * in, out]),
+        then the activation when `activate`.
+
+        Used in training (its gradient is two matmuls, much faster on CPU than TensorFlow's backprop of
+        strided 1-D convs), for kernel == stride (the windows are a reshape, no copy) and below AVX-512
+        (see `direct_conv_available`). A 2-D matmul followed by a bias add and the activation is what
+        oneDNN's grappler pass fuses into one kernel, so a layer without a conv bias adds a zero one
+        there: the output is written once, not re-read by the activation.
+        """
+        windows = conv_windows(x, self.kernel_size, self.stride)  # [batch, frames, k * in]
         batch, frames = tf.shape(windows)[0], tf.shape(windows)[1]
         y = tf.matmul(tf.reshape(windows, [-1, self.kernel_size * self.in_channels]), self._kernel_matrix(x.dtype))
         if self.use_bias:
             y = tf.nn.bias_add(y, tf.cast(self.conv.bias, y.dtype))
+        elif activate and y.dtype == tf.float32 and onednn_enabled():
+            y = tf.nn.bias_add(y, tf.zeros([self.out_channels], y.dtype))
+        if activate:
+            y = self._activation(y)
         return tf.reshape(y, [batch, frames, self.out_channels])
 
     def _group_normed_waveform_conv(self, x, frame_mask):

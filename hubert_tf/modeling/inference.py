@@ -136,13 +136,19 @@ def inference_function(model, jit_compile: bool | str = "auto", output_hidden_st
     jit = resolve_jit_compile(model, jit_compile)
     layers = resolve_layers(output_layers, model.config.num_hidden_layers)
     key = (jit, bool(output_hidden_states), bool(exact_padding), layers)
+    return cached(model, key, lambda: InferenceFunction(model, *key))
+
+
+def cached(model, key, build):
+    """The compiled function cached on `model` under `key`, made by `build()` on first use (also holds
+    `hubert_tf.quantization`'s functions; every value has a `tracing_count`)."""
     cache = model.__dict__.get(_CACHE_ATTR)
     if cache is None:
         cache = {}
         # object.__setattr__: a plain attribute, not tracked by Keras (no weights, no config).
         object.__setattr__(model, _CACHE_ATTR, cache)
     if key not in cache:
-        cache[key] = InferenceFunction(model, *key)
+        cache[key] = build()
     return cache[key]
 
 
