@@ -49,6 +49,7 @@ _LAZY_NAMES = {
     "Wav2Vec2Config": ".configuration",
     "load_config": ".configuration",
     "align": ".pipelines",
+    "classify": ".pipelines",
     "extract_features": ".pipelines",
     "transcribe": ".pipelines",
     "HubertCTCTokenizer": ".processing",
@@ -82,7 +83,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
         TFWav2Vec2ForSequenceClassification,
         TFWav2Vec2Model,
     )
-    from .pipelines import align, extract_features, transcribe
+    from .pipelines import align, classify, extract_features, transcribe
     from .processing import HubertCTCTokenizer, HubertFeatureExtractor, HubertProcessor, load_audio
 
 

@@ -1,92 +1,29 @@
-"""`hubert-tf`: transcribe, extract features, export, inspect and benchmark HuBERT models.
+"""`hubert-tf`: transcribe, classify, extract features, align, export, inspect and benchmark HuBERT models.
 
-Every command takes a hub id or a local directory. Errors print one line and exit non-zero; `--debug`
-shows the traceback.
+Every command takes a hub id or a local directory, checks its input files and plans its outputs before
+loading a model, processes files one at a time (each result is written as soon as its file is done),
+and prints errors as one line (`hubert-tf: error: <what> (<file>)`, exit status 1); `--debug` shows
+TensorFlow's log lines and the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import os
 import sys
 
 from . import __version__
+from .cli_common import (CommandError, FileRunner, body_only_loading, check_input_files, common_options,
+                         error_message, per_file_options, print_error, quiet_tensorflow)
+from .cli_outputs import ResultWriter, plan_outputs, to_json
 from .configuration import DEFAULT_ASR_MODEL, DEFAULT_FEATURES_MODEL
 
 # Nothing above imports TensorFlow, numpy or tqdm: `hubert-tf --help` and `--version` stay fast. Every
-# command imports what it needs when it runs.
+# command imports what it needs when it runs, after its cheap checks.
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
-
-
-def _stderr_is_terminal() -> bool:
-    return sys.stderr.isatty()
-
-
-class SampleProgress:
-    """The `progress(n)` callable the pipelines call after each batch with the samples it processed,
-    counting into a tqdm bar on stderr.
-
-    Overlapping chunks make the pipelines process a few more samples than the recordings hold: the
-    bar's total then grows with the count, so it ends at exactly 100 % and never passes it.
-    """
-
-    def __init__(self, bar):
-        self.bar, self.done = bar, 0
-
-    def __call__(self, amount: int) -> None:
-        amount = int(amount)
-        self.done += amount
-        if self.done > self.bar.total:
-            self.bar.total = self.done
-        self.bar.update(amount)
-
-
-@contextlib.contextmanager
-def progress_bar(total: int, label: str, enabled: bool = True):
-    """A tqdm progress bar on stderr counting audio samples; yields its `SampleProgress`.
-
-    The bar is shown only on a terminal and when `enabled` (not `--quiet`); the count is kept either way.
-
-    Args:
-        total: int. Samples expected (the loaded recordings' total).
-        label: str. Text before the bar.
-        enabled: bool. False hides the bar. Defaults to True.
-
-    Example:
-
-    >>> with progress_bar(32000, "transcribing", enabled=False) as progress:
-    ...     progress(16000)
-    ...     progress(20000)
-    >>> progress.done, progress.bar.total
-    (36000, 36000)
-    """
-    from tqdm import tqdm  # imported here: `hubert-tf --help` needs no tqdm
-
-    bar = tqdm(total=max(int(total), 1), desc=label, unit="sample", unit_scale=True, file=sys.stderr,
-               disable=not (enabled and _stderr_is_terminal()), dynamic_ncols=True)
-    try:
-        yield SampleProgress(bar)
-    finally:
-        bar.close()
-
-
-def _audio_files(paths):
-    for path in paths:
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"{path}: no such file")
-        if os.path.isdir(path):
-            raise IsADirectoryError(f"{path} is a directory, expected an audio file")
-    return paths
-
-
-def _load_audio_files(paths, rate):
-    from .processing import load_audio
-
-    return [load_audio(p, sampling_rate=rate) for p in _audio_files(paths)]
+EXTENSIONS = {"text": ".txt", "json": ".json", "jsonl": ".jsonl", "srt": ".srt", "vtt": ".vtt"}
 
 
 # ----------------------------------------------------------------------------------------- formats
@@ -112,11 +49,12 @@ def subtitle_cues(chunks, max_words: int = 10, max_seconds: float = 5.0):
 
 
 def format_transcript(result, fmt: str, path: str) -> str:
+    """One file's transcript (`{"text", "chunks"?}`) as "text", "json", "jsonl", "srt" or "vtt" text."""
+    result = as_transcript(result)
     if fmt == "text":
-        return (result if isinstance(result, str) else result["text"]) + "\n"
-    if fmt == "json":
-        body = {"file": path, **(result if isinstance(result, dict) else {"text": result})}
-        return json.dumps(body, ensure_ascii=False) + "\n"
+        return result["text"] + "\n"
+    if fmt in ("json", "jsonl"):
+        return to_json({"file": path, **result}) + "\n"
     cues = subtitle_cues(result["chunks"])
     if fmt == "srt":
         return "".join(f"{i}\n{_timestamp(a, ',')} --> {_timestamp(b, ',')}\n{text}\n\n"
@@ -127,124 +65,196 @@ def format_transcript(result, fmt: str, path: str) -> str:
     raise ValueError(f"unknown format {fmt!r}")
 
 
-# ----------------------------------------------------------------------------------------- commands
-def cmd_transcribe(args) -> int:
-    from .pipelines import load_model_and_processor, transcribe
+def as_transcript(result) -> dict:
+    """`transcribe`'s result as a dict `{"text", ...}` (older versions returned a bare str without
+    timestamps)."""
+    return result if isinstance(result, dict) else {"text": result}
 
+
+def _render_transcript(fmt):
+    def render(path, record, with_path):
+        text = format_transcript(record, fmt, path)
+        return f"{path}\t{text}" if with_path and fmt == "text" else text
+
+    return render
+
+
+def format_labels(path, record, with_path) -> str:
+    """`classify` results as `label<TAB>score` lines (`file<TAB>label<TAB>score` for several files)."""
+    prefix = f"{path}\t" if with_path else ""
+    return "".join(f"{prefix}{item['label']}\t{float(item['score']):.4f}\n" for item in record["labels"])
+
+
+# ----------------------------------------------------------------------------------------- commands
+def _inputs(args) -> tuple[list[str], int]:
+    """The input files that exist (all of them, unless --skip-errors dropped some) and how many were bad."""
+    files = check_input_files(args.files, getattr(args, "skip_errors", False))
+    return files, len(args.files) - len(files)
+
+
+def cmd_transcribe(args) -> int:
     timestamps = args.timestamps
     if args.format in ("srt", "vtt") and timestamps is None:
         timestamps = "word"
     if args.format in ("srt", "vtt") and timestamps != "word":
         raise ValueError(f"--format {args.format} needs word timestamps (drop --timestamps char)")
-    _audio_files(args.files)  # fail on a missing file before loading a model
     lm_options = {}
     if args.lm is not None:
         lm_options = dict(decoder=args.lm, beam_width=args.beam_width, hotwords=args.hotword,
                           hotword_weight=args.hotword_weight)
     elif args.beam_width is not None or args.hotword:
         raise ValueError("--beam-width and --hotword need --lm DIR_OR_ARPA")
+    files, failed = _inputs(args)  # before loading a model: a missing file fails at once
+    plan = plan_outputs(args.files, args.output, suffix=EXTENSIONS[args.format],
+                        one_file_for_all=args.format not in ("srt", "vtt"))
+    quiet_tensorflow(args.debug)
+    from .pipelines import load_model_and_processor, transcribe
+
     model, processor = load_model_and_processor(args.model)
-    audios = _load_audio_files(args.files, processor.feature_extractor.sampling_rate)
     rate = processor.feature_extractor.sampling_rate
-    with progress_bar(sum(a.size for a in audios), "transcribing", not args.quiet) as progress:
-        results = transcribe([(a, rate) for a in audios], model, processor=processor,
-                             chunk_length_s=args.chunk_length_s, batch_size=args.batch_size,
-                             return_timestamps=timestamps, progress=progress, **lm_options)
-    texts = [format_transcript(r, args.format, p) for r, p in zip(results, args.files)]
-    if args.output and args.format in ("srt", "vtt") and len(texts) > 1:
-        os.makedirs(args.output, exist_ok=True)
-        for path, text in zip(args.files, texts):
-            stem = os.path.splitext(os.path.basename(path))[0]
-            _write_text(os.path.join(args.output, f"{stem}.{args.format}"), text)
-        return 0
-    if args.format == "text" and len(texts) > 1:
-        texts = [f"{p}\t{t}" for p, t in zip(args.files, texts)]
-    _emit("".join(texts), args.output)
-    return 0
+    runner = FileRunner(files, args, "transcribing", rate, failed)
+
+    def work(audio, progress):
+        return transcribe((audio, rate), model, processor=processor, chunk_length_s=args.chunk_length_s,
+                          batch_size=args.batch_size, return_timestamps=timestamps, progress=progress, **lm_options)
+
+    with ResultWriter(plan, args.format, _render_transcript(args.format), len(args.files) > 1) as writer:
+        for path, result in runner.run(work):
+            writer.add(path, as_transcript(result))
+    return runner.exit_status()
+
+
+def cmd_classify(args) -> int:
+    if args.top_k < 1:
+        raise ValueError(f"--top-k must be >= 1, got {args.top_k}")
+    files, failed = _inputs(args)
+    plan = plan_outputs(args.files, args.output, suffix=EXTENSIONS[args.format], one_file_for_all=True)
+    quiet_tensorflow(args.debug)
+    from .pipelines import classify
+
+    model = _load_any(args.model)  # once, up front: a bad model is one error, not one per file
+    if not hasattr(model, "classifier") or not getattr(model.config, "id2label", None):
+        raise ValueError(f"not an audio-classification model: {type(model).__name__} has no classification "
+                         f"head ({args.model})")
+    # Decoded at 16 kHz; `classify` resamples to the model's rate (from its own feature extractor).
+    runner = FileRunner(files, args, "classifying", 16000, failed)
+
+    def work(audio, progress):
+        return classify((audio, 16000), model, top_k=args.top_k, chunk_length_s=args.chunk_length_s,
+                        progress=progress)
+
+    with ResultWriter(plan, args.format, format_labels, len(args.files) > 1) as writer:
+        for path, labels in runner.run(work):
+            writer.add(path, {"labels": labels})
+    return runner.exit_status()
 
 
 def cmd_align(args) -> int:
+    check_input_files([args.audio, args.transcript])
+    with open(args.transcript, encoding="utf-8") as f:
+        transcript = f.read()
+    plan = plan_outputs([args.audio], args.output, suffix="." + args.format, one_file_for_all=False)
+    quiet_tensorflow(args.debug)
     from .decoding.formats import to_textgrid
     from .pipelines import align, load_model_and_processor
 
-    _audio_files([args.audio])
-    with open(args.transcript, encoding="utf-8") as f:
-        transcript = f.read()
     model, processor = load_model_and_processor(args.model)
     rate = processor.feature_extractor.sampling_rate
-    audio = _load_audio_files([args.audio], rate)[0]
-    with progress_bar(audio.size, "aligning", not args.quiet) as progress:
+    runner = FileRunner([args.audio], args, "aligning", rate)
+
+    def work(audio, progress):
         result = align((audio, rate), transcript, model, processor=processor, chunk_length_s=args.chunk_length_s,
                        progress=progress)
-    if args.format == "textgrid":
-        text = to_textgrid(result, audio.size / rate)
-    elif args.format == "srt":
-        text = format_transcript({"text": result["text"], "chunks": result["words"]}, "srt", args.audio)
-    else:
-        text = json.dumps({"file": args.audio, **result}, ensure_ascii=False) + "\n"
-    _emit(text, args.output)
+        if args.format == "textgrid":
+            return to_textgrid(result, audio.size / rate)
+        if args.format == "srt":
+            return format_transcript({"text": result["text"], "chunks": result["words"]}, "srt", args.audio)
+        return to_json({"file": args.audio, **result}) + "\n"
+
+    with ResultWriter(plan, "text", lambda path, text, with_path: text["text"]) as writer:
+        for path, text in runner.run(work):
+            writer.add(path, {"text": text})
     return 0
 
 
 def cmd_features(args) -> int:
+    output = args.output
+    h5 = output is not None and output.endswith((".h5", ".hdf5"))
+    npy = output is not None and output.endswith(".npy")
+    files, failed = _inputs(args)
+    plan = plan_outputs(args.files, output, suffix=f".layer{args.layer}.npy", one_file_for_all=h5, default=".",
+                        directory=not (h5 or npy))
+    if h5:
+        from .cli_outputs import input_keys
+
+        keys = dict(zip(args.files, input_keys(args.files, keep_extension=True)))
+    quiet_tensorflow(args.debug)
     import numpy as np
 
+    from .files import atomic_files, atomic_write
     from .modeling import TFHubertModel
     from .pipelines import _resolve, extract_features
     from .processing import HubertFeatureExtractor
 
-    _audio_files(args.files)
-    model, fe = _resolve(args.model, None, TFHubertModel, HubertFeatureExtractor, processor_required=False)
+    with body_only_loading(args.debug):
+        model, fe = _resolve(args.model, None, TFHubertModel, HubertFeatureExtractor, processor_required=False)
+    n = model.config.num_hidden_layers + 1
+    if not -n <= args.layer < n:  # before any file is decoded
+        raise ValueError(f"--layer {args.layer} is out of range: the model has hidden_states 0..{n - 1}")
     rate = getattr(fe, "sampling_rate", 16000)
-    audios = _load_audio_files(args.files, rate)
-    with progress_bar(sum(a.size for a in audios), "features", not args.quiet) as progress:
-        features = extract_features([(a, rate) for a in audios], model, processor=fe, layer=args.layer,
-                                    batch_size=args.batch_size, progress=progress)
-    output = args.output
-    if output is None or not output.endswith((".h5", ".hdf5")):
-        out_dir = output or "."
-        os.makedirs(out_dir, exist_ok=True)
-        for path, array in zip(args.files, features):
-            stem = os.path.splitext(os.path.basename(path))[0]
-            target = os.path.join(out_dir, f"{stem}.layer{args.layer}.npy")
-            from .files import atomic_write
+    runner = FileRunner(files, args, "features", rate, failed)
 
+    def work(audio, progress):
+        return extract_features((audio, rate), model, processor=fe, layer=args.layer, batch_size=args.batch_size,
+                                progress=progress)
+
+    if not h5:
+        for path, array in runner.run(work):
+            target = plan.per_input[path] if plan.per_input else plan.path
             with atomic_write(target, "wb") as f:
                 np.save(f, array)
-            print(target)
-        return 0
+            print(target, flush=True)
+        return runner.exit_status()
     import h5py
 
-    from .files import atomic_files
-
     directory, name = os.path.split(os.path.abspath(output))
-    with atomic_files(directory) as files:
-        with h5py.File(files.path(name), "w") as h5:
-            h5.attrs["model"] = str(args.model)
-            h5.attrs["layer"] = args.layer
-            for path, array in zip(args.files, features):
-                h5.create_dataset(os.path.basename(path), data=array)
+    with atomic_files(directory) as written, h5py.File(written.path(name), "w") as h5_file:
+        h5_file.attrs["model"] = str(args.model)
+        h5_file.attrs["layer"] = args.layer
+        for path, array in runner.run(work):
+            h5_file.create_dataset(keys[path], data=array)
     print(output)
-    return 0
+    return runner.exit_status()
 
 
 def cmd_export(args) -> int:
-    from .export import export_model
-    from .hub import resolve_file
+    import logging
 
-    model = _load_any(args.model)
-    if args.format == "tflite":
-        path = args.out_dir if args.out_dir.endswith(".tflite") else os.path.join(args.out_dir, "model.tflite")
-        written = export_model(model, path, format="tflite", quantize=args.quantize)
-    elif args.format == "onnx":
-        path = args.out_dir if args.out_dir.endswith(".onnx") else os.path.join(args.out_dir, "model.onnx")
-        written = export_model(model, path, format="onnx")
-    else:
-        # With the model's tokenizer files, the export also gets the audio-to-text signatures.
-        has_tokenizer = resolve_file(args.model, "vocab.json", required=False) is not None
-        written = export_model(model, args.out_dir, format="saved_model", version=args.version,
-                               processor=args.model if has_tokenizer else None, overwrite=args.overwrite,
-                               warmup=args.warmup)
+    from .cli_common import Stages
+
+    target = args.out_dir
+    if args.format in ("tflite", "onnx") and not target.endswith("." + args.format):
+        target = os.path.join(target, f"model.{args.format}")
+    stages = Stages(args, 2)
+    with stages.stage(f"loading {args.model}"):
+        quiet_tensorflow(args.debug)
+        if not args.debug:
+            logging.getLogger("tf2onnx").setLevel(logging.ERROR)
+        from .export import export_model
+        from .hub import resolve_file
+
+        model = _load_any(args.model)
+    with stages.stage(f"exporting {args.format}"):
+        if args.format == "tflite":
+            written = export_model(model, target, format="tflite", quantize=args.quantize)
+        elif args.format == "onnx":
+            written = export_model(model, target, format="onnx")
+        else:
+            # With the model's tokenizer files, the export also gets the audio-to-text signatures.
+            has_tokenizer = resolve_file(args.model, "vocab.json", required=False) is not None
+            written = export_model(model, target, format="saved_model", version=args.version,
+                                   processor=args.model if has_tokenizer else None, overwrite=args.overwrite,
+                                   warmup=args.warmup)
     print(written)
     return 0
 
@@ -262,6 +272,7 @@ def _load_any(source):
 
 
 def cmd_info(args) -> int:
+    quiet_tensorflow(args.debug)
     import numpy as np
 
     from .checkpoints.loading import WEIGHT_FILES
@@ -288,21 +299,6 @@ def cmd_info(args) -> int:
     print("\n".join(lines))
     return 0
 
-
-def _write_text(path, text):
-    from .files import atomic_write
-
-    with atomic_write(path, "w") as f:
-        f.write(text)
-
-
-def _emit(text, output):
-    if output:
-        _write_text(output, text)
-    else:
-        sys.stdout.write(text)
-
-
 # ----------------------------------------------------------------------------------------- parser
 def _command_of(argv) -> str | None:
     """The command word of `argv` (the first argument that is not an option; the options before a
@@ -314,11 +310,23 @@ def _add_bench_parser(sub, command):
     """Mounts `bench`. The benchmark module (which imports Unix-only `resource`) is imported only when
     the command line asks for `bench`; otherwise a placeholder lists it in `--help`."""
     if command == "bench":
-        from .benchmark import add_bench_parser
+        from .benchmark import add_bench_parser, run_bench
 
-        add_bench_parser(sub)
+        def run_bench_quietly(args):
+            quiet_tensorflow(args.debug)
+            return run_bench(args)
+
+        add_bench_parser(sub).set_defaults(func=run_bench_quietly)
     else:
         sub.add_parser("bench", help="speed on this machine (ms/call, GFLOP/s, vs PyTorch)")
+
+
+def add_global_options(parser: argparse.ArgumentParser) -> None:
+    """--version and the common options before the command word (`hubert-tf --quiet transcribe ...`)."""
+    parser.add_argument("--version", action="version", version=f"hubert-tf {__version__}")
+    parser.add_argument("--debug", action="store_true", help="TensorFlow's log lines and the traceback on errors")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    parser.add_argument("--progress", action="store_true", help="a progress bar even when stderr is not a terminal")
 
 
 def build_parser(argv=None) -> argparse.ArgumentParser:
@@ -326,23 +334,21 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     `bench` command's full parser is built."""
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(prog="hubert-tf", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"hubert-tf {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
-    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
-    # The same flags after the command name (`hubert-tf transcribe f.wav --quiet`).
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    common.add_argument("--quiet", "-q", action="store_true", default=argparse.SUPPRESS, help="no progress bar")
+    add_global_options(parser)
+    common, per_file = common_options(), per_file_options()
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("transcribe", help="speech to text", parents=[common])
+    p = sub.add_parser("transcribe", help="speech to text", parents=[common, per_file])
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--model", default=DEFAULT_ASR_MODEL, help=f"hub id or directory (default {DEFAULT_ASR_MODEL})")
     p.add_argument("--chunk-length-s", type=float, default=None, help="chunk long audio (default: 30 s above 30 s)")
-    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=1, help="chunks of a file run together (default 1)")
     p.add_argument("--timestamps", choices=["word", "char"], default=None)
-    p.add_argument("--format", choices=["text", "json", "srt", "vtt"], default="text")
-    p.add_argument("--output", "-o", help="output file (a directory for srt/vtt of several files)")
+    p.add_argument("--format", choices=["text", "json", "jsonl", "srt", "vtt"], default="text",
+                   help="json: one JSON document (a list for several files); jsonl: one line per file as it "
+                        "finishes; srt/vtt: subtitles (one file per input)")
+    p.add_argument("--output", "-o", help="output file, or a directory for one file per input (needed for "
+                                          "srt/vtt of several files; same-named inputs keep their relative paths)")
     p.add_argument("--lm", metavar="DIR_OR_ARPA", default=None,
                    help='KenLM beam search: a .arpa/.bin file or a language_model/ directory '
                         '(needs pip install "hubert_tf[lm]")')
@@ -351,6 +357,17 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
                    help="a word to favour with --lm (repeatable)")
     p.add_argument("--hotword-weight", type=float, default=10.0, help="bonus per hotword (default 10)")
     p.set_defaults(func=cmd_transcribe)
+
+    p = sub.add_parser("classify", help="audio classification: top-k labels with scores",
+                       parents=[common, per_file])
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--model", required=True, help="hub id or directory of an audio-classification model")
+    p.add_argument("--top-k", type=int, default=5, help="labels per file (default 5)")
+    p.add_argument("--chunk-length-s", type=float, default=None,
+                   help="score long audio in chunks of this length and average them")
+    p.add_argument("--format", choices=["text", "json", "jsonl"], default="text")
+    p.add_argument("--output", "-o", help="output file (default: stdout), or a directory for one file per input")
+    p.set_defaults(func=cmd_classify)
 
     p = sub.add_parser("align", help="forced alignment: when each word of a transcript is said",
                        parents=[common])
@@ -362,13 +379,14 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", help="output file (default: stdout)")
     p.set_defaults(func=cmd_align)
 
-    p = sub.add_parser("features", help="hidden states of one layer, per file", parents=[common])
+    p = sub.add_parser("features", help="hidden states of one layer, per file", parents=[common, per_file])
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--layer", type=int, required=True, help="index into hidden_states (0 = encoder input)")
     p.add_argument("--model", default=DEFAULT_FEATURES_MODEL,
                    help=f"hub id or directory (default {DEFAULT_FEATURES_MODEL})")
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--output", "-o", help="a directory for one .npy per file, or a .h5 file for all")
+    p.add_argument("--batch-size", type=int, default=1, help="chunks of a file run together (default 1)")
+    p.add_argument("--output", "-o", help="a directory for one .npy per file (default: the current one), "
+                                          "a .npy file for one input, or a .h5 file for all")
     p.set_defaults(func=cmd_features)
 
     p = sub.add_parser("export", help="SavedModel (TF Serving), TFLite or ONNX", parents=[common])
@@ -388,12 +406,13 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_info)
 
     _add_bench_parser(sub, _command_of(argv))
-    from .units.cli import add_units_parser  # argparse only: no TensorFlow
+    from .units.cli import add_kmeans_parser, add_units_parser  # argparse only: no TensorFlow
 
-    add_units_parser(sub)
+    add_units_parser(sub, parents=[common, per_file])
+    add_kmeans_parser(sub, parents=[common, per_file])
     from .records_cli import add_prepare_parser  # argparse only: no TensorFlow
 
-    add_prepare_parser(sub)
+    add_prepare_parser(sub, parents=[common])
     return parser
 
 
@@ -402,16 +421,25 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)
+    return run_command(args)
+
+
+def run_command(args) -> int:
+    """Runs a parsed command line: errors print one line and give exit status 1 (with --debug: the
+    traceback)."""
     try:
         return args.func(args) or 0
     except KeyboardInterrupt:
         print("hubert-tf: interrupted", file=sys.stderr)
         return 130
-    except Exception as e:  # noqa: BLE001 - the CLI's contract: one line, non-zero exit
+    except BrokenPipeError:  # `hubert-tf transcribe ... | head -1`: the reader left, as for any Unix tool
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_ERROR
+    except Exception as error:  # noqa: BLE001 - the CLI's contract: one line, non-zero exit
         if getattr(args, "debug", False):
             raise
-        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"hubert-tf: error: {message}", file=sys.stderr)
+        print_error(str(error) if isinstance(error, CommandError) else error_message(error))
         return EXIT_ERROR
 
 

@@ -8,6 +8,7 @@ be formed with `bucket_boundaries` to waste less compute on padding.
 
 from __future__ import annotations
 
+import collections
 import os
 import threading
 import warnings
@@ -101,6 +102,7 @@ def make_dataset(
     labels = None
     if transcripts is not None:
         labels = [np.asarray(processor.tokenizer(text)["input_ids"], np.int32) for text in transcripts]
+        warn_if_mostly_unknown(labels, transcripts, processor.tokenizer)
         if config is not None:
             from .modeling.losses import check_labels
 
@@ -226,6 +228,48 @@ def read_librispeech(root: str | os.PathLike) -> tuple[list[str], list[str]]:
         raise FileNotFoundError(f"no *.trans.txt transcript files under {root!r}")
     entries.sort()
     return [audio for _, audio, _ in entries], [text for _, _, text in entries]
+
+
+UNKNOWN_LABELS_WARNING_ABOVE = 0.5  # fraction of label characters mapped to <unk>
+
+
+def warn_if_mostly_unknown(labels, transcripts, tokenizer) -> float:
+    """Warns (a RuntimeWarning, once per call) when most label characters of the corpus map to the
+    unknown token: the model would learn to emit `<unk>`. Typically lower-case transcripts against an
+    upper-case vocabulary (LibriSpeech-style CTC vocabularies are upper case); the warning says which
+    case change fixes it, or names the most frequent unknown characters.
+
+    Args:
+        labels: one int array of label ids per transcript.
+        transcripts: the transcripts they came from.
+        tokenizer: the `HubertCTCTokenizer` that encoded them.
+
+    Returns:
+        The fraction of label ids (word delimiters excluded) that are the unknown token's.
+    """
+    unk, delimiter = tokenizer.unk_token_id, tokenizer.word_delimiter_token_id
+    ids = np.concatenate([np.asarray(l).ravel() for l in labels]) if labels else np.zeros(0, np.int32)
+    ids = ids[ids != delimiter] if delimiter is not None else ids
+    if unk is None or ids.size == 0:
+        return 0.0
+    fraction = float(np.mean(ids == unk))
+    if fraction <= UNKNOWN_LABELS_WARNING_ABOVE:
+        return fraction
+    vocab = tokenizer.get_vocab()
+    unknown = collections.Counter(ch for text in transcripts for ch in text if not ch.isspace() and ch not in vocab)
+    total = sum(unknown.values()) or 1
+    fixed_by = {fix: sum(n for ch, n in unknown.items() if getattr(ch, fix)() in vocab) / total
+                for fix in ("upper", "lower")}
+    fix = max(fixed_by, key=fixed_by.get)
+    if fixed_by[fix] > 0.5:
+        hint = (f"the transcripts are in {'lower' if fix == 'upper' else 'upper'} case and the vocabulary is not: "
+                f"pass [t.{fix}() for t in transcripts]")
+    else:
+        common = ", ".join(repr(ch) for ch, _ in unknown.most_common(5))
+        hint = f"the most frequent characters missing from the vocabulary: {common}"
+    warnings.warn(f"{fraction:.0%} of the label characters map to {tokenizer.unk_token!r}: {hint} (the model "
+                  f"would learn to emit {tokenizer.unk_token!r})", RuntimeWarning, stacklevel=3)
+    return fraction
 
 
 class _WarnOnce:

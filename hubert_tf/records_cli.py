@@ -11,9 +11,11 @@ DESCRIPTION = ("Writes TFRecord shards (audio as 16-bit PCM or FLAC, label ids, 
                "a .km file of unit ids, or a text file of one transcript per line).")
 
 
-def add_prepare_parser(subparsers) -> argparse.ArgumentParser:
-    """Adds the `prepare` subcommand (argparse only: no TensorFlow imported); its `func` is `run_prepare`."""
-    p = subparsers.add_parser("prepare", help="a corpus -> TFRecord training shards", description=DESCRIPTION)
+def add_prepare_parser(subparsers, parents=()) -> argparse.ArgumentParser:
+    """Adds the `prepare` subcommand (argparse only: no TensorFlow imported); its `func` is `run_prepare`.
+    `parents`: the CLI's common option parsers (--quiet, --debug)."""
+    p = subparsers.add_parser("prepare", help="a corpus -> TFRecord training shards", description=DESCRIPTION,
+                              parents=list(parents))
     p.add_argument("source", metavar="SOURCE", help="a LibriSpeech-style directory or a fairseq .tsv manifest")
     p.add_argument("out_dir", metavar="OUT_DIR")
     p.add_argument("--processor", default=None, help="hub id or directory of the processor (for transcripts)")
@@ -28,6 +30,13 @@ def add_prepare_parser(subparsers) -> argparse.ArgumentParser:
 
 def run_prepare(args: argparse.Namespace) -> int:
     """Runs `prepare`; prints the shard paths. Errors raise (the CLI prints one line)."""
+    from .cli_common import check_input_files, quiet_tensorflow
+
+    if not os.path.isdir(args.source):
+        check_input_files([args.source])  # before TensorFlow loads
+    if args.labels:
+        check_input_files([args.labels])
+    quiet_tensorflow(getattr(args, "debug", False))
     from .data import read_librispeech
     from .records import write_tfrecord_shards
     from .units.shards import read_km_labels, read_manifest

@@ -16,6 +16,23 @@ from hubert_tf.cli import _timestamp, format_transcript, main, subtitle_cues
 RATE = 16000
 
 
+def hubert_tf_cli(*argv, cwd=None, env=None, timeout=300):
+    """Runs the real `hubert-tf` console script in a subprocess (offline); returns the CompletedProcess."""
+    environment = dict(os.environ, HF_HUB_OFFLINE="1")
+    environment.pop("TF_CPP_MIN_LOG_LEVEL", None)  # the CLI must quieten TensorFlow by itself
+    environment.update(env or {})
+    return subprocess.run([sys.executable, "-m", "hubert_tf", *map(str, argv)], capture_output=True, text=True,
+                          cwd=cwd, env=environment, timeout=timeout)
+
+
+def write_wav(path, seconds, seed=0):
+    """A noise recording of `seconds` at 16 kHz (PCM_16); returns its path as str."""
+    os.makedirs(os.path.dirname(str(path)) or ".", exist_ok=True)
+    audio = (np.random.default_rng(seed).standard_normal(int(RATE * seconds)) * 0.1).astype(np.float32)
+    sf.write(path, audio, RATE, subtype="PCM_16")
+    return str(path)
+
+
 @pytest.fixture(scope="module")
 def wavs(tmp_path_factory):
     root = tmp_path_factory.mktemp("audio")
@@ -38,9 +55,9 @@ def test_transcribe_text_and_json(asr_dir, wavs, capsys):
     code, out, _ = run(["transcribe", wavs[0], "--model", asr_dir, "--quiet"], capsys)
     assert code == 0 and out.endswith("\n") and "\t" not in out
     code, out, _ = run(["transcribe", *wavs, "--model", asr_dir, "--format", "json", "--timestamps", "char"], capsys)
-    lines = [json.loads(line) for line in out.splitlines()]
-    assert code == 0 and [l["file"] for l in lines] == wavs
-    assert all("chunks" in l and "text" in l for l in lines)
+    document = json.loads(out)  # one JSON document: a list, one object per file
+    assert code == 0 and [d["file"] for d in document] == wavs
+    assert all("chunks" in d and "text" in d for d in document)
 
 
 @pytest.mark.parametrize("fmt, head", [("srt", "1\n00:00:"), ("vtt", "WEBVTT\n\n00:00:")])
@@ -81,7 +98,7 @@ def test_info(asr_dir, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["transcribe", "missing.wav", "--model", "{asr}"], "missing.wav: no such file"),
+        (["transcribe", "missing.wav", "--model", "{asr}"], "no such file (missing.wav)"),
         (["transcribe", "{bad}", "--model", "{asr}"], "bad.wav"),
         (["transcribe", "{wav}", "--model", "/no/such/model"], "/no/such/model"),
         (["info", "{empty}"], "config.json not found"),
@@ -112,6 +129,7 @@ def test_debug_shows_the_traceback(capsys):
         main(["--debug", "transcribe", "missing.wav", "--model", "x"])
 
 
+@pytest.mark.slow  # ~30 s; the TFLite export runs as a subprocess in test_cli_streaming.py
 @pytest.mark.parametrize("fmt", ["saved_model", "tflite"])
 def test_export(asr_dir, tmp_path, capsys, fmt):
     code, out, _ = run(["export", asr_dir, str(tmp_path / "hubert"), "--format", fmt, "--version", "1"]
@@ -130,63 +148,35 @@ def test_export(asr_dir, tmp_path, capsys, fmt):
 
 
 # ------------------------------------------------------------------------- progress, --version, defaults
-class _FakeProcessor:
-    class feature_extractor:  # noqa: N801 - the attribute the CLI reads
-        sampling_rate = RATE
+def test_audio_progress_counts_finished_samples_and_ends_at_exactly_100_percent():
+    """The bar counts seconds of audio the pipeline reports done, capped at each file's end (a batch can
+    never push it past the file), the decoded length replaces the header's estimate, and closing puts
+    the total at exactly what was done."""
+    from hubert_tf.cli_common import AudioProgress
+
+    bar = AudioProgress({"a.wav": 2.0, "b.wav": 1.0}, "x", enabled=False)
+    assert bar.bar.total == 3.0
+    bar.start_file("a.wav", 40000, 16000)  # 2.5 s decoded: the header said 2.0
+    assert bar.bar.total == 3.5
+    for samples in (16000, 16000, 16000):  # the last batch would pass the file's end
+        bar.callback(samples)
+    assert bar.bar.n == 2.5
+    bar.finish_file()
+    bar.skip_file("b.wav")  # failed before decoding: its 1.0 s leaves the total
+    assert (bar.bar.n, bar.bar.total) == (2.5, 2.5)
+    bar.close()
+    assert bar.bar.n == bar.bar.total == 2.5
 
 
-@pytest.fixture
-def fake_transcribe(monkeypatch):
-    """`hubert-tf transcribe` without a model: the fake pipeline reports its batches as the real one does
-    (`progress(samples)` after each), here in 3 batches per file plus overlapping chunk context."""
-    import hubert_tf.pipelines as pipelines
+def test_pipeline_progress_adds_up_to_the_samples_of_a_chunked_file(asr_dir):
+    """What the pipelines report with overlapping chunks: the kept samples, adding up to the file's
+    length exactly (overlap context is not counted twice), one call per batch."""
+    import hubert_tf
 
+    audio = (np.random.default_rng(7).standard_normal(RATE * 5) * 0.1).astype(np.float32)
     calls = []
-
-    def transcribe(inputs, model, *, processor, progress, **kwargs):
-        for audio, _ in inputs:
-            for part in np.array_split(np.arange(audio.size), 3):
-                progress(part.size)
-                calls.append(part.size)
-        progress(640)  # two chunks' overlapping context: the pipelines count what they computed
-        calls.append(640)
-        return ["HELLO"] * len(inputs)
-
-    monkeypatch.setattr(pipelines, "load_model_and_processor", lambda model, processor=None: (None, _FakeProcessor()))
-    monkeypatch.setattr(pipelines, "transcribe", transcribe)
-    return calls
-
-
-def test_progress_bar_counts_the_samples_the_pipeline_reports(wavs, capsys, monkeypatch, fake_transcribe):
-    import hubert_tf.cli as cli
-
-    monkeypatch.setattr(cli, "_stderr_is_terminal", lambda: True)
-    code, out, err = run(["transcribe", *wavs, "--model", "unused"], capsys)
-    assert code == 0 and out.count("HELLO") == 2
-    samples = int(RATE * 1.5) + int(RATE * 2.2)  # 59200 samples in the two files
-    assert sum(fake_transcribe) == samples + 640
-    final = err.replace("\r", "\n").strip().splitlines()[-1]
-    # The total grew with the overlap, so the bar ends at exactly 100 %, never past it.
-    assert final.startswith("transcribing: 100%") and "59.8k/59.8k" in final, final
-    assert "sample/s" in final
-
-
-def test_quiet_and_non_terminals_show_no_bar(wavs, capsys, monkeypatch, fake_transcribe):
-    import hubert_tf.cli as cli
-
-    monkeypatch.setattr(cli, "_stderr_is_terminal", lambda: True)
-    assert run(["transcribe", *wavs, "--model", "unused", "--quiet"], capsys)[2] == ""
-    monkeypatch.setattr(cli, "_stderr_is_terminal", lambda: False)
-    assert run(["transcribe", *wavs, "--model", "unused"], capsys)[2] == ""
-
-
-def test_progress_bar_total_grows_instead_of_passing_100_percent():
-    from hubert_tf.cli import progress_bar
-
-    with progress_bar(1000, "x", enabled=False) as progress:
-        for amount in (400, 400, 400):
-            progress(amount)
-        assert progress.done == 1200 and progress.bar.total == 1200
+    hubert_tf.transcribe((audio, RATE), asr_dir, chunk_length_s=1.0, progress=calls.append)
+    assert sum(calls) == audio.size and len(calls) >= 5, calls
 
 
 def test_version_flag(capsys):

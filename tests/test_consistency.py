@@ -105,7 +105,7 @@ def test_pipelines_and_units(case):
     model, processor = case["model"], case["processor"]
     texts = transcribe([(r, RATE) for r in case["raws"]], model, processor=processor, batch_size=3)
     for i, text in enumerate(texts):
-        assert text == processor.batch_decode(case["reference"]["logits"][i][None].argmax(-1))[0]
+        assert text["text"] == processor.batch_decode(case["reference"]["logits"][i][None].argmax(-1))[0]
     last = model.config.num_hidden_layers
     features = extract_features([(r, RATE) for r in case["raws"]], model, processor=processor, layer=[1, last],
                                 batch_size=3)

@@ -153,6 +153,27 @@ def test_labels_longer_than_frames_warn_once(processor, tiny_config):
     assert not [w for w in caught if issubclass(w.category, RuntimeWarning)]
 
 
+def _unknown_warnings(texts, processor):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        make_dataset(waves(len(texts)), texts, processor, 2)
+    return [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning) and "<unk>" in str(w.message)]
+
+
+def test_lower_case_transcripts_warn_once_with_the_fix(processor):
+    """LibriSpeech vocabularies are upper case: lower-case transcripts would all be <unk> labels."""
+    lower = [t.lower() for t in TEXTS]
+    messages = _unknown_warnings(lower, processor)
+    assert len(messages) == 1, messages
+    assert "100% of the label characters map to '<unk>'" in messages[0]
+    assert "[t.upper() for t in transcripts]" in messages[0]
+    assert _unknown_warnings(TEXTS, processor) == []
+    # A few unknown characters are not "most": no warning. Most, with no case fix: names them.
+    assert _unknown_warnings(["HELLO WORLD", "A CAT é"], processor) == []
+    (message,) = _unknown_warnings(["éé ßß", "ßé"], processor)
+    assert "'é'" in message and "'ß'" in message and ".upper()" not in message
+
+
 def test_fit_takes_the_dataset(processor, tiny_config):
     keras.utils.set_random_seed(0)
     model = TFHubertForCTC(tiny_config.copy(vocab_size=len(processor.tokenizer)))

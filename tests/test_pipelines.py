@@ -54,7 +54,7 @@ def test_inputs_of_every_kind_give_the_same_text(asr, tmp_path):
     path = tmp_path / "a.wav"
     sf.write(path, audio, RATE, subtype="FLOAT")
     expected = transcribe(audio, model, processor=processor)
-    assert isinstance(expected, str)
+    assert isinstance(expected, dict) and set(expected) == {"text"} and isinstance(expected["text"], str)
     assert transcribe(str(path), model, processor=processor) == expected
     assert transcribe((audio, RATE), model, processor=processor) == expected
     assert transcribe([audio, str(path)], model, processor=processor, batch_size=2) == [expected, expected]
@@ -72,7 +72,7 @@ def test_processor_path_matches_pipeline(asr):
     audio = noise(30000, 5)
     inputs = processor(audio=audio, sampling_rate=RATE, return_tensors="np")
     logits = model(inputs["input_values"]).logits.numpy()
-    assert transcribe(audio, model, processor=processor) == processor.batch_decode(logits.argmax(-1))[0]
+    assert transcribe(audio, model, processor=processor) == {"text": processor.batch_decode(logits.argmax(-1))[0]}
 
 
 def test_chunk_plan_tiles_every_frame(asr):

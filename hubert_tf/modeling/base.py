@@ -12,7 +12,8 @@ import tensorflow as tf
 
 from ..configuration import HubertConfig
 from ._tf_runtime import has_compiled_loss, sublayers
-from .inputs import checked_for_compute_dtype, input_error_message, to_float_tensor, unpack_inputs
+from .inputs import (checked_for_compute_dtype, input_error_message, plain_inputs, to_float_tensor, unpack_inputs,
+                     unwrapped_keras_error)
 from .labels import label_error_message
 from .main_layer import TFHubertMainLayer
 from .masking import frame_lengths, sample_lengths
@@ -54,16 +55,100 @@ class TFHubertPreTrainedModel(keras.Model):
         # ("mixed_bfloat16", "mixed_float16": float32 variables, half-precision compute).
         for layer in sublayers(self):
             layer.dtype_policy = self.dtype_policy
+        from ..runtime import warn_if_emulated  # bfloat16 where the CPU emulates it: slower, say so
+
+        warn_if_emulated(self.dtype_policy.compute_dtype)
         self.build()
 
     def __call__(self, *args, **kwargs):
         # Keras accepts only plain containers positionally: a processor's BatchFeature (a dict subclass)
         # is passed on as the dict it is.
-        if args and isinstance(args[0], Mapping) and type(args[0]) is not dict:
-            args = (dict(args[0]),) + args[1:]
+        if args:
+            args = (plain_inputs(args[0]),) + args[1:]
         # Keras casts float inputs to the compute dtype before `call`: float16 audio is checked first.
         args, kwargs = checked_for_compute_dtype(args, kwargs, self.compute_dtype)
-        return super().__call__(*args, **kwargs)
+        try:
+            return super().__call__(*args, **kwargs)
+        except (ValueError, TypeError) as error:
+            # Our input checks' one-line message, not Keras' 15-line re-wrap with ANSI escapes.
+            clean = unwrapped_keras_error(error)
+            if clean is None:
+                raise
+            raise clean from None
+
+    # ------------------------------------------------------------------------- Keras training API
+    # BatchFeature inputs (`model.fit(processor(audio, padding=True, return_tensors="np"), y)`): Keras' data
+    # adapters refuse dict subclasses, so every entry point hands them on as plain dicts.
+    def fit(self, x=None, y=None, *args, **kwargs):
+        return super().fit(plain_inputs(x), plain_inputs(y), *args, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        return super().evaluate(plain_inputs(x), plain_inputs(y), *args, **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        return super().predict(plain_inputs(x), *args, **kwargs)
+
+    def train_on_batch(self, x, y=None, *args, **kwargs):
+        return super().train_on_batch(plain_inputs(x), plain_inputs(y), *args, **kwargs)
+
+    def test_on_batch(self, x, y=None, *args, **kwargs):
+        return super().test_on_batch(plain_inputs(x), plain_inputs(y), *args, **kwargs)
+
+    def predict_on_batch(self, x):
+        return super().predict_on_batch(plain_inputs(x))
+
+    def compile(self, optimizer="rmsprop", loss=None, *args, **kwargs):
+        """Keras' `compile`. Leave `loss` unset to train on the model's own loss (labels in the inputs
+        dict, or as `y`): CTC for `TFHubertForCTC`, cross-entropy for classification, the masked
+        prediction loss for pretraining.
+
+        A Keras `loss`:
+            - sequence classification: applied to the logits against `y`, as Keras users expect;
+              "sparse_categorical_crossentropy", "categorical_crossentropy" and "binary_crossentropy"
+              (names or functions) are taken `from_logits=True`, the model's outputs being logits; a
+              crossentropy object with `from_logits=False` is a ValueError (it would train on garbage).
+            - the bare model (`TFHubertModel`): applied to its outputs (e.g. `{"last_hidden_state": "mse"}`).
+            - models that compute their own loss (CTC, pretraining): a ValueError saying so.
+
+        Example:
+
+        >>> model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])  # doctest: +SKIP
+        >>> model.fit(processor(audio_list, padding=True, return_tensors="np"), class_ids)  # doctest: +SKIP
+        """
+        target = self.keras_loss_target
+        if loss is not None and target is None:
+            raise ValueError(
+                f"{type(self).__name__} computes its own loss: call compile() without loss= and pass the "
+                "labels in the inputs (a 'labels' key) or as y")
+        if loss is not None and target == "logits" and not isinstance(loss, Mapping):
+            loss = _from_logits(loss)
+        self._hubert_loss_on = target if loss is not None and not isinstance(loss, Mapping) else "outputs"
+        return super().compile(optimizer, loss, *args, **kwargs)
+
+    @property
+    def keras_loss_target(self) -> str | None:
+        """What a `compile(loss=...)` applies to: "logits" (classification heads: the logits against y),
+        "outputs" (the bare model's output dict) or None (the model computes its own loss: refused)."""
+        if getattr(self, "classifier", None) is not None:
+            return "logits"
+        if type(self).loss_from_outputs is not TFHubertPreTrainedModel.loss_from_outputs:
+            return None
+        return "outputs"
+
+    def _keras_y_pred(self, y_pred):
+        """The model's outputs as Keras' compiled loss and metrics match them: the logits tensor (a
+        classification loss compiled for them), else a plain dict without "loss" (Keras' tree paths do not
+        look into dict subclasses)."""
+        if not isinstance(y_pred, ModelOutput):
+            return y_pred
+        if getattr(self, "_hubert_loss_on", None) == "logits" or (
+                self.keras_loss_target == "logits" and not has_compiled_loss(self)):
+            return y_pred["logits"]
+        return dict(y_pred.without("loss"))
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        """Keras hook: compiled metrics ("accuracy") see the logits of classification heads."""
+        return super().compute_metrics(x, y, self._keras_y_pred(y_pred), sample_weight=sample_weight)
 
     def init_head(self):
         """Creates the layers on top of the body (none for the bare model)."""
@@ -123,10 +208,7 @@ class TFHubertPreTrainedModel(keras.Model):
 
     # ------------------------------------------------------------------------- checkpoints
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *, config: HubertConfig | None = None,
-                        revision: str | None = None, cache_dir: str | None = None, local_files_only: bool = False,
-                        token: str | bool | None = None, ignore_mismatched_sizes: bool = False,
-                        dtype: str | None = None, **config_overrides):
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
         """Loads a model from a local directory or a hub repo id, in any Hugging Face checkpoint format.
 
         Formats, first found wins: `model.safetensors`, `model.safetensors.index.json`, `tf_model.h5`,
@@ -134,15 +216,30 @@ class TFHubertPreTrainedModel(keras.Model):
 
         Args:
             pretrained_model_name_or_path: a directory or a hub repo id ("facebook/hubert-large-ls960-ft").
-            config: a HubertConfig to use instead of the checkpoint's `config.json`.
-            revision, cache_dir, local_files_only, token: hub options (huggingface_hub; HF_HUB_OFFLINE=1
-                is honoured).
+                A path-like name that is not a directory ("./x", "models/x" with a local `models/`) is an
+                OSError "no such directory" at once; a hub id fails within about a second, in one line,
+                when the hub cannot be reached and the repo is not cached (`HF_HUB_OFFLINE=1` honoured).
+            config: a HubertConfig (or a path / hub id of one) instead of the checkpoint's `config.json`.
+            revision, cache_dir, force_download, local_files_only, token, subfolder: as in transformers
+                (huggingface_hub's download options; `subfolder` also applies to a local directory).
             ignore_mismatched_sizes: re-initialise weights whose shape differs (with a warning) instead of
                 raising ValueError.
-            dtype: optional Keras dtype policy name for the model, e.g. "bfloat16" or "mixed_bfloat16".
-            **config_overrides: config fields to change, e.g. `vocab_size=40`, `mask_time_prob=0.0`; and
-                `target_lang="fra"` for MMS checkpoints (loads that language's adapter, see
+            output_loading_info: also return transformers' dict of sets `missing_keys`,
+                `unexpected_keys`, `mismatched_keys` and the list `error_msgs`.
+            dtype: optional Keras dtype policy name for the model, e.g. "bfloat16" or "mixed_bfloat16"
+                (`torch_dtype=`, transformers' old name, is taken too; "auto" keeps the global policy).
+            use_safetensors: True: load only safetensors files; False: never.
+            variant: the weight files' variant, e.g. "fp16" for `model.fp16.safetensors`.
+            state_dict: {reference name: array} to load instead of the checkpoint's weights.
+            target_lang: for MMS checkpoints, load that language's adapter (see
                 `TFWav2Vec2ForCTC.load_adapter`).
+            **config_overrides: config fields to change, e.g. `vocab_size=40`, `mask_time_prob=0.0`. Other
+                transformers loading options (`from_pt`, `trust_remote_code`, `device_map`, ... see
+                `hubert_tf.hub.LOADING_OPTIONS`) are accepted and have no effect; any other keyword is a
+                TypeError naming it, with a did-you-mean.
+
+        Returns:
+            The model, or `(model, loading_info)` with `output_loading_info=True`.
 
         A HuBERT class given a wav2vec2 checkpoint (`model_type: "wav2vec2"`) returns its wav2vec2
         sibling (`TFHubertForCTC` -> `TFWav2Vec2ForCTC`), so every surface loading by HuBERT class works.
@@ -150,14 +247,32 @@ class TFHubertPreTrainedModel(keras.Model):
         Example:
 
         >>> model = TFHubertForCTC.from_pretrained("facebook/hubert-large-ls960-ft")  # doctest: +SKIP
+        >>> model, info = TFHubertForCTC.from_pretrained("my_dir", output_loading_info=True)  # doctest: +SKIP
+        >>> sorted(info["missing_keys"])  # doctest: +SKIP
+        []
         """
         from ..checkpoints.loading import load_pretrained
 
-        return load_pretrained(
-            cls, pretrained_model_name_or_path, config=config, revision=revision, cache_dir=cache_dir,
-            local_files_only=local_files_only, token=token, ignore_mismatched_sizes=ignore_mismatched_sizes,
-            dtype=dtype, **config_overrides,
-        )
+        return load_pretrained(cls, pretrained_model_name_or_path, **kwargs)
+
+    def push_to_hub(self, repo_id: str, **kwargs):
+        """Uploads `save_pretrained`'s files (config.json, model.safetensors) to a hub repo in one commit.
+
+        Args:
+            repo_id: "name" or "org/name" (created if missing).
+            **kwargs: `commit_message`, `commit_description`, `private`, `token`, `revision`, `create_pr`,
+                `max_shard_size` (see `hubert_tf.push.push_to_hub`).
+
+        Returns:
+            huggingface_hub's `CommitInfo`.
+
+        Example:
+
+        >>> model.push_to_hub("me/hubert-tiny-ctc", commit_message="first")  # doctest: +SKIP
+        """
+        from ..push import push_to_hub
+
+        return push_to_hub(self, repo_id, **kwargs)
 
     def save_pretrained(self, save_directory: str | os.PathLike, max_shard_size: int | str = "5GB",
                         safe_serialization: bool = True) -> None:
@@ -221,11 +336,7 @@ class TFHubertPreTrainedModel(keras.Model):
         gradients and the reported loss equal those of one device on the global batch.
         """
         if has_compiled_loss(self):
-            # Keras matches a compiled loss's keys against plain dicts (its tree paths do not look into
-            # registered dict subclasses).
-            if isinstance(y_pred, ModelOutput):
-                y_pred = dict(y_pred.without("loss"))
-            return super().compute_loss(x, y, y_pred, sample_weight, training=training)
+            return super().compute_loss(x, y, self._keras_y_pred(y_pred), sample_weight, training=training)
         if y is not None:
             loss = self.loss_from_outputs(x, y, y_pred)
         elif isinstance(y_pred, dict) and "loss" in y_pred:
@@ -323,6 +434,25 @@ def _map_labels(data, fn):
         if isinstance(x, dict):
             return (_map_labels(x, fn),) + tuple(data[1:])
     return data
+
+
+_LOGIT_LOSSES = {
+    "sparse_categorical_crossentropy": keras.losses.SparseCategoricalCrossentropy,
+    "categorical_crossentropy": keras.losses.CategoricalCrossentropy,
+    "binary_crossentropy": keras.losses.BinaryCrossentropy,
+}
+
+
+def _from_logits(loss):
+    """A classification head's compiled loss on logits: crossentropy names / functions -> the loss object
+    with `from_logits=True`; a crossentropy object with `from_logits=False` is refused; others as given."""
+    name = loss if isinstance(loss, str) else getattr(loss, "__name__", None)
+    if name in _LOGIT_LOSSES and (isinstance(loss, str) or loss is getattr(keras.losses, name, None)):
+        return _LOGIT_LOSSES[name](from_logits=True)
+    if isinstance(loss, tuple(_LOGIT_LOSSES.values())) and not loss.get_config().get("from_logits", True):
+        raise ValueError(f"the model outputs logits: use keras.losses.{type(loss).__name__}(from_logits=True) "
+                         "(or leave loss unset: the model computes its own cross-entropy)")
+    return loss
 
 
 def _snake_case(name: str) -> str:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
 
+from ..errors import original_message
 from ._tf_runtime import in_xla_context
 
 MIN_SAMPLES_HINT = "audio shorter than the receptive field of the conv feature encoder"
@@ -215,3 +216,28 @@ def input_error_message(error: BaseException) -> str | None:
                 line = line.split(prefix)[0].strip() or line
             return line.split(" : ")[0].strip(" .[]")
     return None
+
+
+def plain_inputs(value):
+    """`value` with a dict subclass (a processor's `BatchFeature`) made a plain dict: Keras' `fit()` data
+    adapters and positional call arguments accept only plain containers. Anything else is returned as is."""
+    if isinstance(value, Mapping) and type(value) is not dict:
+        return dict(value)
+    return value
+
+
+def unwrapped_keras_error(error: BaseException) -> BaseException | None:
+    """For a ValueError / TypeError Keras wrapped on its way out of a layer's `call`: the same error with
+    its original one-line message (no ANSI escapes, no argument dump), keeping the traceback. None for any
+    other error."""
+    if not isinstance(error, (ValueError, TypeError)) or not getattr(error, "_keras_call_info_injected", False):
+        return None
+    message = original_message(str(error))
+    if message is None:
+        return None
+    try:
+        clean = type(error)(message)
+    except TypeError:  # an exception class with another signature: leave it as Keras made it
+        return None
+    clean._keras_call_info_injected = True  # outer Keras layers pass it on untouched
+    return clean.with_traceback(error.__traceback__)

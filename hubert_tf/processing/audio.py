@@ -68,7 +68,8 @@ def load_audio(source, sampling_rate=16000, *, max_duration_s=DEFAULT_MAX_DURATI
             - an ``(array, rate)`` pair of samples and their rate in Hz; the array is
               ``[samples]`` or 2-D with channels on its shorter axis (``[samples, channels]`` as
               soundfile returns, or ``[channels, samples]``); integer PCM is scaled to [-1, 1];
-            - a ``{"array": ..., "sampling_rate": ...}`` dict (the Hugging Face `datasets` Audio format).
+            - a ``{"array": ..., "sampling_rate": ...}`` dict (the Hugging Face `datasets` Audio format)
+              or ``{"raw": ..., "sampling_rate": ...}`` (the transformers pipelines' input).
             Rates must be finite and in [1 kHz, 384 kHz].
         sampling_rate: int. Rate of the returned waveform in Hz. Defaults to 16000 (HuBERT's).
         max_duration_s: float. Longest file (path, file object or bytes) decoded, checked against its
@@ -146,9 +147,10 @@ def resample(waveform, orig_rate, target_rate):
 def _read(source, max_duration_s):
     """Returns (samples, rate, name for messages, channel axis or None if unknown) for any source."""
     if isinstance(source, dict):
-        if "array" not in source or "sampling_rate" not in source:
-            raise ValueError(f"an audio dict needs 'array' and 'sampling_rate' keys, got {sorted(source)}")
-        return np.asarray(source["array"]), source["sampling_rate"], "audio array", None
+        keys = [k for k in ("array", "raw") if k in source]
+        if len(keys) != 1 or "sampling_rate" not in source:
+            raise ValueError(f"an audio dict needs 'array' (or 'raw') and 'sampling_rate' keys, got {sorted(source)}")
+        return np.asarray(source[keys[0]]), source["sampling_rate"], "audio array", None
     if isinstance(source, tuple) and len(source) == 2 and not isinstance(source[0], (str, bytes)):
         array, rate = source
         if np.isscalar(array) or rate is None or not np.isscalar(rate):

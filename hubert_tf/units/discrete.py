@@ -33,7 +33,7 @@ def load_model(model):
     return model
 
 
-def extract_layer_features(model, audio: Audio | Sequence[Audio], layer: int, processor=None):
+def extract_layer_features(model, audio: Audio | Sequence[Audio], layer: int, processor=None, progress=None):
     """Frame features of `audio` at encoder layer `layer`, e.g. for k-means targets of the next iteration.
 
     The same path as `hubert_tf.extract_features` (the processor's normalisation, chunked inference for
@@ -48,6 +48,7 @@ def extract_layer_features(model, audio: Audio | Sequence[Audio], layer: int, pr
             `output_layer`); the last is `last_hidden_state`. Negative values count from the end.
         processor: optional feature extractor / processor (or its directory); defaults to the model's
             own (zero-mean unit-variance normalisation when it has none).
+        progress: optional callable receiving the samples done after each batch (as `extract_features`).
 
     Returns:
         float32 numpy array [frames, hidden_size] (a list of them for a list of inputs).
@@ -60,7 +61,7 @@ def extract_layer_features(model, audio: Audio | Sequence[Audio], layer: int, pr
         raise ValueError(f"layer must be in [0, {num_layers}] (num_hidden_layers={num_layers}), got {layer!r}")
     items = [read_audio(a) if isinstance(a, np.ndarray) else a for a in audio] if isinstance(audio, list) else (
         read_audio(audio) if isinstance(audio, np.ndarray) else audio)
-    return extract_features(items, model, processor=processor, layer=int(layer))
+    return extract_features(items, model, processor=processor, layer=int(layer), progress=progress)
 
 
 def dedup_units(units: np.ndarray) -> np.ndarray:
@@ -100,9 +101,7 @@ def audio_to_units(audio_or_paths: Audio | Sequence[Audio], model, layer: int, k
         items = list(audio_or_paths)
     model = load_model(model)
     kmeans = kmeans if isinstance(kmeans, KMeans) else KMeans.load(kmeans)
-    if kmeans.dim != model.config.hidden_size:
-        raise ValueError(f"the k-means centroids have {kmeans.dim} dims but the model's layer features have "
-                         f"{model.config.hidden_size} (hidden_size): cluster features of this model")
+    check_kmeans_fits(kmeans, model)
     results = []
     for features in extract_layer_features(model, items, layer, processor=processor):
         units = kmeans.predict(features)
@@ -113,9 +112,21 @@ def audio_to_units(audio_or_paths: Audio | Sequence[Audio], model, layer: int, k
     return results
 
 
+def check_kmeans_fits(kmeans: KMeans, model) -> None:
+    """Raises a ValueError when the centroids' dims are not the model's layer feature size."""
+    if kmeans.dim != model.config.hidden_size:
+        raise ValueError(f"the k-means centroids have {kmeans.dim} dims but the model's layer features have "
+                         f"{model.config.hidden_size} (hidden_size): cluster features of this model")
+
+
+def units_line(name: str, units: np.ndarray) -> str:
+    """One line of a units file: `<name>\\t<space-separated units>\\n`."""
+    return f"{name}\t{' '.join(str(int(u)) for u in units)}\n"
+
+
 def write_units(path, names: Sequence[str], units: Sequence[np.ndarray]) -> None:
     """Writes `<name>\\t<units>` lines to `path` ("-" = standard output)."""
-    lines = "".join(f"{name}\t{' '.join(str(int(u)) for u in seq)}\n" for name, seq in zip(names, units))
+    lines = "".join(units_line(name, seq) for name, seq in zip(names, units))
     if os.fspath(path) == "-":
         import sys
 

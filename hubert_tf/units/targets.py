@@ -18,7 +18,7 @@ def fit_mfcc_kmeans(corpus: Sequence[Audio], n_clusters: int = 100, seed: int = 
     The metadata records `{"features": "mfcc", "label_rate": 100}`. `kwargs` go to `KMeans`.
     """
     features = [mfcc(read_audio(a)) for a in corpus]
-    metadata = {"features": "mfcc", "label_rate": 100, **kwargs.pop("metadata", {})}
+    metadata = {**mfcc_kmeans_metadata(), **kwargs.pop("metadata", {})}
     return KMeans(n_clusters, seed=seed, metadata=metadata, **kwargs).fit(features)
 
 
@@ -31,9 +31,18 @@ def fit_layer_kmeans(model, corpus: Sequence[Audio], layer: int, n_clusters: int
     """
     model = load_model(model)
     features = extract_layer_features(model, list(corpus), layer)
-    frame_rate = 16000 / model.config.inputs_to_logits_ratio
-    metadata = {"features": "hubert", "layer": int(layer), "label_rate": frame_rate, **kwargs.pop("metadata", {})}
+    metadata = {**layer_kmeans_metadata(model, layer), **kwargs.pop("metadata", {})}
     return KMeans(n_clusters, seed=seed, metadata=metadata, **kwargs).fit(features)
+
+
+def mfcc_kmeans_metadata() -> dict:
+    """What a k-means file of MFCC units records: `{"features": "mfcc", "label_rate": 100}`."""
+    return {"features": "mfcc", "label_rate": 100}
+
+
+def layer_kmeans_metadata(model, layer: int) -> dict:
+    """What a k-means file of layer units records: `{"features": "hubert", "layer", "label_rate"}`."""
+    return {"features": "hubert", "layer": int(layer), "label_rate": 16000 / model.config.inputs_to_logits_ratio}
 
 
 def mfcc_labels(corpus: Sequence[Audio], kmeans: KMeans, pad_to: int | None = None) -> np.ndarray | list:
