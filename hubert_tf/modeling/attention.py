@@ -6,6 +6,7 @@ import keras
 import tensorflow as tf
 
 from ._tf_runtime import in_xla_context, onednn_enabled
+from .dense import dense
 
 register = keras.saving.register_keras_serializable(package="hubert_tf")
 
@@ -68,9 +69,9 @@ class TFHubertAttention(keras.layers.Layer):
 
         Returns (output [batch, frames, hidden], probabilities [batch, heads, frames, frames] or None).
         """
-        q = self._split_heads(self.q_proj(hidden_states) * (self.head_dim ** -0.5))
-        k = self._split_heads(self.k_proj(hidden_states))
-        v = self._split_heads(self.v_proj(hidden_states))
+        q = self._split_heads(dense(self.q_proj, hidden_states) * (self.head_dim ** -0.5))
+        k = self._split_heads(dense(self.k_proj, hidden_states))
+        v = self._split_heads(dense(self.v_proj, hidden_states))
         scores = tf.matmul(q, k, transpose_b=True)  # [batch, heads, frames, frames]
         if bias is not None:
             scores = scores + tf.cast(bias, scores.dtype)
@@ -78,7 +79,7 @@ class TFHubertAttention(keras.layers.Layer):
         context = tf.matmul(self.dropout(probs, training=training), v)  # [batch, heads, frames, head_dim]
         context = tf.transpose(context, [0, 2, 1, 3])
         context = tf.reshape(context, [tf.shape(context)[0], tf.shape(context)[1], self.hidden_size])
-        return self.out_proj(context), (probs if output_attentions else None)
+        return dense(self.out_proj, context), (probs if output_attentions else None)
 
     def get_config(self):
         return {

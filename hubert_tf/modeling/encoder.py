@@ -10,6 +10,7 @@ from ..activations import get_activation
 from ._tf_runtime import in_xla_context
 from .adapters import TFWav2Vec2AttnAdapterLayer
 from .attention import TFHubertAttention, padding_bias
+from .dense import dense
 from .positional_conv import TFHubertPositionalConvEmbedding
 
 register = keras.saving.register_keras_serializable(package="hubert_tf")
@@ -38,9 +39,9 @@ class TFHubertFeedForward(keras.layers.Layer):
         self.output_dense.build((None, None, self.intermediate_size))
 
     def call(self, x, training=False):
-        # x: [batch, frames, hidden]
-        x = self.intermediate_dropout(self.act_fn(self.intermediate_dense(x)), training=training)
-        return self.output_dropout(self.output_dense(x), training=training)
+        # x: [batch, frames, hidden]; `dense`: matmul, bias and activation fused by oneDNN
+        x = self.intermediate_dropout(dense(self.intermediate_dense, x, self.act_fn), training=training)
+        return self.output_dropout(dense(self.output_dense, x), training=training)
 
     def get_config(self):
         return {
