@@ -1,8 +1,8 @@
 """Dev script: which torch.onnx exporter gives the fastest onnxruntime model of the transformers
-reference? (`hubert_tf.benchmark.AUTO_TORCH_EXPORTERS` is ordered by this.)
+reference? (`hubert_tf.bench_reference.AUTO_TORCH_EXPORTERS` is ordered by this.)
 
 Exports one random-weight model (same weights for all) with each exporter, checks every ONNX model
-against hubert_tf, and times them alternated in onnxruntime (`hubert_tf.benchmark.ort_session`).
+against hubert_tf, and times them alternated in onnxruntime (`hubert_tf.bench_reference.ort_session`).
 Needs torch, transformers (and onnxscript for torch-dynamo) next to TensorFlow and onnxruntime:
 
     /work/venv-onnx/bin/python tools/export_reference_onnx.py --model base --seconds 10 --threads 2 \
