@@ -23,11 +23,14 @@ def read_audio(source, sampling_rate: int = 16000) -> np.ndarray:
 
 
 def load_model(model):
-    """A model, or a directory / hub id loaded as `TFHubertModel` (heads' weights are ignored)."""
+    """A model, or a directory / hub id loaded as `TFHubertModel` (heads' weights are ignored), once:
+    the pipelines' cache (`hubert_tf.pipeline_cache`) keeps it, and the graphs compiled for it, for the
+    next call with the same files."""
     if isinstance(model, (str, os.PathLike)):
+        from .. import pipeline_cache
         from ..modeling import TFHubertModel
 
-        return TFHubertModel.from_pretrained(os.fspath(model))
+        return pipeline_cache.load(TFHubertModel, os.fspath(model))
     if not hasattr(model, "hubert"):
         raise TypeError(f"model must be a hubert_tf model or a checkpoint path, got {type(model).__name__}")
     return model
