@@ -33,7 +33,7 @@ import tensorflow as tf
 
 from .files import atomic_write
 from .modeling._tf_runtime import add_tflite_metadata, freeze_concrete_function, read_tflite_metadata
-from .modeling.inputs import graph_checks_disabled
+from .modeling.inputs import tracing_for_converter
 from .serving.signatures import INPUT_VALUES as _INPUT_VALUES
 from .serving.signatures import Signatures
 from .serving.warmup import warmup_requests, write_warmup_file
@@ -201,7 +201,7 @@ def _convert_to_tflite(model, quantize):
     @tf.function(input_signature=[_INPUT_VALUES])
     def forward(input_values):
         # TFLite's built-in ops have no assertions: `tflite_interpreter` checks inputs before invoke().
-        with graph_checks_disabled():
+        with tracing_for_converter():
             name, output = _main_output(model(input_values, training=False))
         names.append(name)
         return output

@@ -281,12 +281,12 @@ def _forward_function(model, specs):
     import tensorflow as tf
 
     from .export import _main_output
-    from .modeling.inputs import graph_checks_disabled
+    from .modeling.inputs import tracing_for_converter
     from .modeling.masking import frame_lengths, sample_lengths
 
     def forward(input_values, attention_mask=None):
         # Assertions do not convert (tf2onnx drops them): OnnxSession checks inputs in Python instead.
-        with graph_checks_disabled():
+        with tracing_for_converter():
             outputs = model(input_values, attention_mask=attention_mask, training=False)
         name, output = _main_output(outputs)
         result = {name: output}

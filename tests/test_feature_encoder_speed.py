@@ -129,3 +129,45 @@ def test_windowed_conv_is_faster_than_the_conv_op_on_avx2():
     assert out.returncode == 0, out.stderr[-2000:]
     best = json.loads(out.stdout.strip().splitlines()[-1])
     assert best["windowed"] < 0.9 * best["conv_op"], best
+
+
+@pytest.mark.parametrize("direct_conv", [True, False], ids=["conv_op", "windowed"])
+@pytest.mark.parametrize("norm, use_bias, in_channels, kernel_size, stride", [
+    (None, False, 24, 3, 2), (None, True, 24, 2, 2), ("layer", True, 24, 3, 2), ("group", False, 1, 10, 5),
+    (None, False, 24, 5, 2),
+])
+def test_scaled_forward_carries_its_gain(monkeypatch, direct_conv, norm, use_bias, in_channels, kernel_size, stride):
+    # forward(g * x, input_gain=g, scaled_output=True) is sqrt(2) * layer(x) (or layer(x) with gain 1 where
+    # the GELU is fused into the windowed matmul): the protocol the feature encoder chains.
+    monkeypatch.setattr(feature_encoder, "direct_conv_available", lambda: direct_conv)
+    layer = TFHubertConvLayer(in_channels, 32, kernel_size, stride, use_bias=use_bias, norm=norm)
+    layer.build()
+    if use_bias:
+        layer.conv.bias.assign(np.linspace(-1, 1, 32).astype(np.float32))
+    x = tf.constant(np.random.default_rng(2).standard_normal((2, 203, in_channels)).astype(np.float32))
+    expected = layer(x).numpy()
+    for input_gain in (1.0, feature_encoder.GELU_GAIN):
+        y, gain = layer.forward(x * input_gain, input_gain=input_gain, scaled_output=True)
+        fused = norm is None and kernel_size <= 2 * stride and (kernel_size == stride or not direct_conv)
+        assert gain == (1.0 if fused else feature_encoder.GELU_GAIN)
+        np.testing.assert_allclose(y.numpy() / gain, expected, atol=2e-5, rtol=1e-5,
+                                   err_msg=f"input gain {input_gain}")
+
+
+def test_the_encoder_runs_three_elementwise_passes_per_gelu_between_layers(monkeypatch):
+    # The point of the gains: on the conv-op path the GELUs of the base stack's first five layers are
+    # `y + y * erf(y)` (erf of the conv or norm output itself, no scaling pass before it); layer 5
+    # (kernel == stride: windowed, GELU fused into the matmul) and the last take the plain formula
+    # (erf of `z * 0.7071`); the output is the layers' own.
+    monkeypatch.setattr(feature_encoder, "direct_conv_available", lambda: True)
+    encoder = TFHubertFeatureEncoder([16] * 7, [10, 3, 3, 3, 3, 2, 2], [5, 2, 2, 2, 2, 2, 2])
+    encoder.build()
+    x = tf.constant(np.random.default_rng(3).standard_normal((1, 4000)).astype(np.float32))
+    fn = tf.function(lambda a: encoder(a))
+    graph = fn.get_concrete_function(tf.TensorSpec([None, None])).graph
+    erf_inputs = [op.inputs[0].op.type for op in graph.get_operations() if op.type == "Erf"]
+    assert len(erf_inputs) == 7 and erf_inputs.count("Mul") == 2, erf_inputs
+    h = tf.expand_dims(x, -1)
+    for layer in encoder.conv_layers:
+        h = layer(h)
+    np.testing.assert_allclose(fn(x).numpy(), h.numpy(), atol=2e-5, rtol=1e-5)

@@ -8,6 +8,7 @@ import tensorflow as tf
 from .. import cpu
 from ..activations import get_activation
 from ._tf_runtime import onednn_enabled
+from .inputs import converter_tracing
 from .masking import conv_output_lengths
 
 register = keras.saving.register_keras_serializable(package="hubert_tf")
@@ -36,8 +37,9 @@ class TFHubertChannelNorm(keras.layers.Layer):
         self.gamma = self.add_weight(name="gamma", shape=(self.channels,), initializer="ones", autocast=False)
         self.beta = self.add_weight(name="beta", shape=(self.channels,), initializer="zeros", autocast=False)
 
-    def call(self, x, frame_mask=None):
-        # x: [batch, frames, channels]; statistics in float32 whatever the compute dtype.
+    def call(self, x, frame_mask=None, output_scale=1.0):
+        # x: [batch, frames, channels]; statistics in float32 whatever the compute dtype. The output is
+        # multiplied by `output_scale` (folded into gamma and beta).
         dtype = x.dtype
         x = tf.cast(x, tf.float32)
         if frame_mask is None:
@@ -47,9 +49,9 @@ class TFHubertChannelNorm(keras.layers.Layer):
             count = tf.maximum(tf.reduce_sum(weights, axis=1, keepdims=True), 1.0)
             mean = tf.reduce_sum(x * weights, axis=1, keepdims=True) / count
             variance = tf.reduce_sum(tf.square(x - mean) * weights, axis=1, keepdims=True) / count
-        x = (x - mean) * tf.math.rsqrt(variance + self.epsilon)
-        x = x * tf.cast(self.gamma, tf.float32) + tf.cast(self.beta, tf.float32)
-        return tf.cast(x, dtype)
+        gamma = tf.cast(self.gamma, tf.float32) * output_scale
+        beta = tf.cast(self.beta, tf.float32) * output_scale
+        return tf.cast((x - mean) * (tf.math.rsqrt(variance + self.epsilon) * gamma) + beta, dtype)
 
     def get_config(self):
         return {**super().get_config(), "channels": self.channels, "epsilon": self.epsilon}
@@ -80,6 +82,27 @@ def conv_windows(x, kernel_size: int, stride: int):
     # sample t * stride + stride + j of window t, j < kernel_size - stride: [batch, frames, channels]
     tails = [x[:, stride + j: stride + j + (frames - 1) * stride + 1: stride] for j in range(kernel_size - stride)]
     return tf.concat([rows] + tails, axis=-1)
+
+
+# The gain a scaled GELU output carries (see `TFHubertConvLayer.forward`), and its inverse.
+GELU_GAIN = 2.0 ** 0.5
+_SQRT_HALF = 0.5 ** 0.5
+
+
+def _scaled_gelu(y):
+    # sqrt(2) * GELU(sqrt(2) * y): three elementwise passes instead of five
+    return y + y * tf.math.erf(y)
+
+
+def _layer_norm(layer, x, out_scale=1.0):
+    """`layer(x) * out_scale` for a keras LayerNormalization over the last axis (float32 statistics),
+    with the factor folded into its gamma and beta."""
+    dtype = x.dtype
+    x = tf.cast(x, tf.float32)
+    mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
+    gamma = tf.cast(layer.gamma, tf.float32) * out_scale
+    beta = tf.cast(layer.beta, tf.float32) * out_scale
+    return tf.cast((x - mean) * (tf.math.rsqrt(variance + layer.epsilon) * gamma) + beta, dtype)
 
 
 def direct_conv_available() -> bool:
@@ -136,35 +159,81 @@ class TFHubertConvLayer(keras.layers.Layer):
 
     def call(self, x, frame_mask=None, training=None):
         # x: [batch, samples_in, in_channels] -> [batch, frames_out, out_channels]
-        if self.kernel_size > 2 * self.stride:
-            x = self.conv(x)
-        elif self.norm == "group" and self.in_channels == 1:
-            return self._group_normed_waveform_conv(x, frame_mask)
-        elif not training and self.kernel_size != self.stride and direct_conv_available():
-            x = self.conv(x)
-        elif self.norm is None:
-            return self._windowed_conv(x, activate=True)
+        return self.forward(x, frame_mask=frame_mask, training=training)[0]
+
+    def forward(self, x, frame_mask=None, training=None, input_gain=1.0, scaled_output=False):
+        """The layer on an input that carries a gain, optionally giving a scaled output: what the feature
+        encoder chains (see `TFHubertFeatureEncoder.call`).
+
+        The exact GELU is `0.5 * z * (1 + erf(z / sqrt(2)))`: five passes over the [frames, channels]
+        output (scale, erf, add, two products). With `y = z / sqrt(2)` it is `(y + y * erf(y)) / sqrt(2)`;
+        the 1/sqrt(2) inside goes into this conv's kernel (or norm) and the one outside into the next
+        conv's kernel, which is linear in its input, so between layers only `y + y * erf(y)` runs: three
+        passes. Between two scaled layers the kernel factor is exactly 0.5.
+
+        Args:
+            x: [batch, samples_in, in_channels], equal to `input_gain` times the true input.
+            frame_mask: optional [batch, frames_out] bool, for the group norm's statistics.
+            training: bool or None.
+            input_gain: 1.0 or `GELU_GAIN`.
+            scaled_output: give `GELU_GAIN` times the output where that saves passes (an exact-GELU
+                layer whose GELU is not fused into its matmul).
+
+        Returns:
+            (y, gain): [batch, frames_out, out_channels] and the gain it carries (1.0 or `GELU_GAIN`).
+        """
+        dtype = x.dtype
+        windowed = self.kernel_size <= 2 * self.stride and (
+            training or self.kernel_size == self.stride or not direct_conv_available())
+        fused = windowed and self.norm is None  # the activation inside oneDNN's matmul kernel
+        scaled = scaled_output and self.activation == "gelu" and not fused
+        if fused:
+            # matmul + bias + GELU, one oneDNN kernel: the output is written once
+            return self._windowed_conv(x, activate=True, kernel_gain=1.0 / input_gain), 1.0
+        out_scale = _SQRT_HALF if scaled else 1.0  # what the pre-activation is multiplied by
+        if self.norm == "group" and self.in_channels == 1 and self.kernel_size <= 2 * self.stride:
+            y = self._group_normed_waveform_conv(x, frame_mask, 1.0 / input_gain, out_scale)
         else:
-            x = self._windowed_conv(x)
-        if self.norm == "group":
-            x = self.layer_norm(x, frame_mask=frame_mask)
-        elif self.norm == "layer":
-            x = self.layer_norm(x)
-        return self._activation(x)
+            conv_gain = 1.0 / input_gain if self.norm else out_scale / input_gain
+            y = self._windowed_conv(x, kernel_gain=conv_gain) if windowed else self._conv(x, conv_gain)
+            if self.use_bias:
+                bias = tf.cast(self.conv.bias, tf.float32) * (1.0 if self.norm else out_scale)
+                y = tf.nn.bias_add(y, tf.cast(bias, y.dtype))
+            if self.norm == "group":
+                y = self.layer_norm(y, frame_mask=frame_mask, output_scale=out_scale)
+            elif self.norm == "layer":
+                y = _layer_norm(self.layer_norm, y, out_scale)
+        if scaled:
+            return self._float32(_scaled_gelu, y, dtype), GELU_GAIN
+        return self._float32(self.activation_fn, y, dtype), 1.0
 
-    def _activation(self, x):
-        # Half-precision elementwise math is slow on CPU (no vectorised bfloat16 erf): float32 inside.
-        if x.dtype == tf.float32:
-            return self.activation_fn(x)
-        return tf.cast(self.activation_fn(tf.cast(x, tf.float32)), x.dtype)
+    @staticmethod
+    def _float32(fn, x, dtype=None):
+        # Half-precision elementwise math is slow on CPU (no vectorised bfloat16 erf): float32 inside;
+        # the result in `dtype` (x's by default).
+        dtype = dtype or x.dtype
+        if x.dtype == tf.float32 and dtype == tf.float32:
+            return fn(x)
+        return tf.cast(fn(tf.cast(x, tf.float32)), dtype)
 
-    def _kernel_matrix(self, dtype):
+    def _kernel(self, dtype, gain):
+        # [k, in, out] times `gain` (skipped when 1; in float32, so a bfloat16 kernel is rounded once)
+        if gain == 1.0:
+            return tf.cast(self.conv.kernel, dtype)
+        return tf.cast(tf.cast(self.conv.kernel, tf.float32) * gain, dtype)
+
+    def _kernel_matrix(self, dtype, gain=1.0):
         # [k, in, out] -> [k * in, out], rows in the order of `conv_windows`
-        return tf.reshape(tf.cast(self.conv.kernel, dtype), [self.kernel_size * self.in_channels, self.out_channels])
+        return tf.reshape(self._kernel(dtype, gain), [self.kernel_size * self.in_channels, self.out_channels])
 
-    def _windowed_conv(self, x, activate=False):
+    def _conv(self, x, kernel_gain):
+        """TensorFlow's conv op ("valid", no bias): oneDNN's direct conv where it has one, and any kernel
+        width."""
+        return tf.nn.conv1d(x, self._kernel(x.dtype, kernel_gain), self.stride, "VALID")
+
+    def _windowed_conv(self, x, activate=False, kernel_gain=1.0):
         """The conv as one matrix product over `conv_windows` ([batch * frames, k * in] @ [k * in, out]),
-        then the activation when `activate`.
+        then (with `activate`) the bias and the activation; without, no bias.
 
         Used in training (its gradient is two matmuls, much faster on CPU than TensorFlow's backprop of
         strided 1-D convs), for kernel == stride (the windows are a reshape, no copy) and below AVX-512
@@ -174,24 +243,25 @@ class TFHubertConvLayer(keras.layers.Layer):
         """
         windows = conv_windows(x, self.kernel_size, self.stride)  # [batch, frames, k * in]
         batch, frames = tf.shape(windows)[0], tf.shape(windows)[1]
-        y = tf.matmul(tf.reshape(windows, [-1, self.kernel_size * self.in_channels]), self._kernel_matrix(x.dtype))
-        if self.use_bias:
-            y = tf.nn.bias_add(y, tf.cast(self.conv.bias, y.dtype))
-        elif activate and y.dtype == tf.float32 and onednn_enabled():
-            y = tf.nn.bias_add(y, tf.zeros([self.out_channels], y.dtype))
+        y = tf.matmul(tf.reshape(windows, [-1, self.kernel_size * self.in_channels]),
+                      self._kernel_matrix(x.dtype, kernel_gain))
         if activate:
-            y = self._activation(y)
+            if self.use_bias:
+                y = tf.nn.bias_add(y, tf.cast(self.conv.bias, y.dtype))
+            elif y.dtype == tf.float32 and onednn_enabled():
+                y = tf.nn.bias_add(y, tf.zeros([self.out_channels], y.dtype))
+            y = self._float32(self.activation_fn, y)
         return tf.reshape(y, [batch, frames, self.out_channels])
 
-    def _group_normed_waveform_conv(self, x, frame_mask):
-        """conv -> per-channel group norm on the waveform, with the norm folded into the conv.
+    def _group_normed_waveform_conv(self, x, frame_mask, kernel_gain=1.0, out_scale=1.0):
+        """conv -> per-channel group norm on the waveform, with the norm folded into the conv; the
+        normalised output times `out_scale` (the activation is applied by the caller).
 
         The conv is `windows @ kernel` ([frames, k] @ [k, channels]); each channel's mean and variance
         over time follow from the mean and covariance of the k-sample windows (a k x k matrix), so the
         normalisation becomes a per-example scaled kernel and shift, and the [frames, channels] output is
         written once instead of being re-read by the norm. A conv bias cancels in the norm.
         """
-        dtype = x.dtype
         windows = conv_windows(tf.cast(x, tf.float32), self.kernel_size, self.stride)  # [batch, frames, k]
         if frame_mask is None:
             weights = tf.ones_like(windows[:, :, :1])  # [batch, frames, 1]
@@ -201,14 +271,14 @@ class TFHubertConvLayer(keras.layers.Layer):
         mean = tf.reduce_sum(windows * weights, axis=1, keepdims=True) / count  # [batch, 1, k]
         centered = windows - mean
         covariance = tf.matmul(centered * weights, centered, transpose_a=True) / count  # [batch, k, k]
-        kernel = self._kernel_matrix(tf.float32)  # [k, channels]
+        kernel = self._kernel_matrix(tf.float32, kernel_gain)  # [k, channels]
         channel_mean = tf.matmul(mean, kernel)  # [batch, 1, channels]
         channel_variance = tf.reduce_sum(tf.matmul(covariance, kernel) * kernel, axis=1, keepdims=True)
         norm = self.layer_norm
-        scale = tf.cast(norm.gamma, tf.float32) * tf.math.rsqrt(channel_variance + norm.epsilon)  # [batch, 1, ch]
-        shift = tf.cast(norm.beta, tf.float32) - channel_mean * scale
-        y = tf.matmul(windows, kernel * scale)  # [batch, frames, k] @ [batch, k, channels]
-        return tf.cast(self.activation_fn(y + shift), dtype)
+        gamma, beta = tf.cast(norm.gamma, tf.float32) * out_scale, tf.cast(norm.beta, tf.float32) * out_scale
+        scale = gamma * tf.math.rsqrt(channel_variance + norm.epsilon)  # [batch, 1, channels]
+        shift = beta - channel_mean * scale
+        return tf.matmul(windows, kernel * scale) + shift  # float32 [batch, frames, channels]
 
     def get_config(self):
         return {
@@ -263,23 +333,31 @@ class TFHubertFeatureEncoder(keras.layers.Layer):
         for layer in self.conv_layers:
             layer.build()
 
-    def call(self, input_values, sample_lengths=None):
+    def call(self, input_values, sample_lengths=None, training=None):
         """input_values: [batch, samples] -> features [batch, frames, conv_dim[-1]].
 
         `sample_lengths` ([batch] ints), when given, restricts the first group norm's statistics to the
         valid samples (batch-invariant features); without it the numbers are the reference's.
+
+        Between layers the activations may carry a gain of sqrt(2) (`TFHubertConvLayer.forward`: two
+        fewer passes per exact-GELU layer); the last layer's output carries none.
         """
         # expand_dims, not x[:, :, None]: TFLite has no strided slice with a new axis on dynamic shapes.
         x = tf.expand_dims(input_values, -1)  # [batch, samples, 1]
         lengths = sample_lengths
-        for layer in self.conv_layers:
+        gain = 1.0
+        # converters get the plain GELU formula, which TFLite turns into its one GELU op
+        scale_between = not converter_tracing()
+        last = len(self.conv_layers) - 1
+        for i, layer in enumerate(self.conv_layers):
             frame_mask = None
             if lengths is not None:
                 lengths = conv_output_lengths(lengths, [layer.kernel_size], [layer.stride])
                 if layer.norm == "group":
                     frames = conv_output_lengths(tf.shape(x)[1], [layer.kernel_size], [layer.stride])
                     frame_mask = tf.sequence_mask(tf.maximum(lengths, 0), frames)
-            x = layer(x, frame_mask=frame_mask)
+            x, gain = layer.forward(x, frame_mask=frame_mask, training=training, input_gain=gain,
+                                    scaled_output=scale_between and i < last)
         return x
 
     def get_config(self):

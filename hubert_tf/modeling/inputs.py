@@ -20,25 +20,33 @@ MIN_SAMPLES_HINT = "audio shorter than the receptive field of the conv feature e
 NON_FINITE = "contains NaN or infinite value(s)"
 FLOAT16_MAX = 65504.0
 
-# In-graph input checks (assertions) are on except while tracing for TFLite, whose built-in op set has
-# no Assert / CheckNumerics: there the interpreter wrapper checks inputs in Python before invoke().
+# Set while a converter (TFLite, tf2onnx) traces the model: in-graph input checks (assertions) are off,
+# since TFLite's built-in op set has no Assert / CheckNumerics (the interpreter wrapper checks inputs in
+# Python before invoke()), and layers use the op forms converters pattern-match (`converter_tracing`).
 _state = threading.local()
 
 
 @contextlib.contextmanager
-def graph_checks_disabled():
-    """Traces the model without in-graph input assertions (for converters that cannot hold them)."""
-    previous = getattr(_state, "disabled", False)
-    _state.disabled = True
+def tracing_for_converter():
+    """Traces the model for a converter: no in-graph input assertions (converters cannot hold them),
+    and the op forms converters recognise (e.g. the exact GELU as the one formula TFLite turns into its
+    GELU op; see `converter_tracing`)."""
+    previous = getattr(_state, "converter", False)
+    _state.converter = True
     try:
         yield
     finally:
-        _state.disabled = previous
+        _state.converter = previous
+
+
+def converter_tracing() -> bool:
+    """True inside `tracing_for_converter()`."""
+    return getattr(_state, "converter", False)
 
 
 def _graph_checks() -> bool:
     # XLA drops assertions (under jit_compile `fit()` checks labels outside the compiled step).
-    return not tf.executing_eagerly() and not getattr(_state, "disabled", False) and not in_xla_context()
+    return not tf.executing_eagerly() and not converter_tracing() and not in_xla_context()
 
 
 def unpack_inputs(first: Any, names: Sequence[str], given: dict[str, Any]) -> dict[str, Any]:
