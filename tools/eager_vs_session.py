@@ -44,11 +44,11 @@ def main() -> None:
     x = tf.constant(audio)
     if args.part == "model":
         function = inference_function(model)._unmasked
-        eager = lambda: function(x)["last_hidden_state"].numpy()  # noqa: E731
+        eager = lambda: function(x)["last_hidden_state"].numpy()
     else:
         encoder = model.hubert.feature_extractor
         function = tf.function(lambda a: encoder(a, training=False), input_signature=[tf.TensorSpec([None, None])])
-        eager = lambda: function(x).numpy()  # noqa: E731
+        eager = lambda: function(x).numpy()
     frozen = freeze_concrete_function(function.get_concrete_function())
     graph = tf.Graph()
     with graph.as_default():
