@@ -8,7 +8,7 @@ import tensorflow as tf
 from .. import cpu
 from ..activations import get_activation
 from ._tf_runtime import onednn_enabled
-from .inputs import converter_tracing
+from .inputs import in_converter_trace
 from .masking import conv_output_lengths
 
 register = keras.saving.register_keras_serializable(package="hubert_tf")
@@ -347,7 +347,7 @@ class TFHubertFeatureEncoder(keras.layers.Layer):
         lengths = sample_lengths
         gain = 1.0
         # converters get the plain GELU formula, which TFLite turns into its one GELU op
-        scale_between = not converter_tracing()
+        scale_between = not in_converter_trace()
         last = len(self.conv_layers) - 1
         for i, layer in enumerate(self.conv_layers):
             frame_mask = None

@@ -22,7 +22,7 @@ FLOAT16_MAX = 65504.0
 
 # Set while a converter (TFLite, tf2onnx) traces the model: in-graph input checks (assertions) are off,
 # since TFLite's built-in op set has no Assert / CheckNumerics (the interpreter wrapper checks inputs in
-# Python before invoke()), and layers use the op forms converters pattern-match (`converter_tracing`).
+# Python before invoke()), and layers use the op forms converters pattern-match (`in_converter_trace`).
 _state = threading.local()
 
 
@@ -30,7 +30,7 @@ _state = threading.local()
 def tracing_for_converter():
     """Traces the model for a converter: no in-graph input assertions (converters cannot hold them),
     and the op forms converters recognise (e.g. the exact GELU as the one formula TFLite turns into its
-    GELU op; see `converter_tracing`)."""
+    GELU op; see `in_converter_trace`)."""
     previous = getattr(_state, "converter", False)
     _state.converter = True
     try:
@@ -39,14 +39,14 @@ def tracing_for_converter():
         _state.converter = previous
 
 
-def converter_tracing() -> bool:
+def in_converter_trace() -> bool:
     """True inside `tracing_for_converter()`."""
     return getattr(_state, "converter", False)
 
 
 def _graph_checks() -> bool:
     # XLA drops assertions (under jit_compile `fit()` checks labels outside the compiled step).
-    return not tf.executing_eagerly() and not converter_tracing() and not in_xla_context()
+    return not tf.executing_eagerly() and not in_converter_trace() and not in_xla_context()
 
 
 def unpack_inputs(first: Any, names: Sequence[str], given: dict[str, Any]) -> dict[str, Any]:
