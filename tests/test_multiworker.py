@@ -107,7 +107,7 @@ def assert_same_training(ours, reference, what):
     assert len(result["steps"]) == len(want["steps"]) == 8, what
     np.testing.assert_allclose(result["steps"], want["steps"], rtol=1e-5, err_msg=what)
     assert result["history"].keys() == want["history"].keys()
-    for key in want["history"]:  # "loss", and acc_masked / acc_unmasked for pretraining
+    for key in want["history"]:  # "loss", acc_masked / acc_unmasked (pretraining), accuracy (classification)
         np.testing.assert_allclose(result["history"][key], want["history"][key], rtol=1e-5, err_msg=f"{what} {key}")
     with np.load(want_weights) as a, np.load(weights) as b:
         assert a.files == b.files and len(a.files) > 10
@@ -123,6 +123,8 @@ def assert_same_training(ours, reference, what):
 @pytest.mark.parametrize("model, extra", [
     pytest.param("ctc", {}, id="ctc"),
     pytest.param("pretraining", {}, marks=pytest.mark.slow, id="pretraining"),
+    # compile(metrics=["accuracy"]): the metric over the global batch, as on one device
+    pytest.param("classification", {}, marks=pytest.mark.slow, id="classification"),
     # The README recipe's data: make_dataset with length buckets and padding, reshuffled per epoch.
     pytest.param("ctc", {"make_dataset": True}, marks=pytest.mark.slow, id="ctc-make_dataset"),
 ])
@@ -200,6 +202,41 @@ def test_one_device_equals_keras_fit(tiny_config):
     assert len(history.step_losses) == 4
     for a, b in zip(ours.weights, theirs.weights):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-7, err_msg=a.path)
+
+
+def test_compiled_metrics_as_in_keras_fit(tiny_config):
+    # compile(metrics=["accuracy"]) on a classification head: fit_distributed logs the metric per epoch
+    # (built on the first batch, reset every epoch) with the values of Keras' fit().
+    import keras
+    import tensorflow as tf
+
+    from hubert_tf import TFHubertForSequenceClassification
+    from hubert_tf.training import fit_distributed
+
+    def model():
+        keras.utils.set_random_seed(0)
+        m = TFHubertForSequenceClassification(tiny_config.copy(num_labels=3, id2label=None, label2id=None,
+                                                                   layerdrop=0.0, mask_time_prob=0.0))
+        m.compile(optimizer=keras.optimizers.SGD(0.5), metrics=["accuracy"])
+        return m
+
+    rng = np.random.default_rng(0)
+    batches = tf.data.Dataset.from_tensor_slices(
+        (rng.standard_normal((8, 3200)).astype("float32"), rng.integers(0, 3, 8).astype("int32"))).batch(4)
+    ours, theirs = model(), model()
+    seen = []
+
+    class Logs(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append(sorted(logs))
+
+    history = fit_distributed(ours, batches, epochs=3, callbacks=[Logs()])
+    keras_history = theirs.fit(batches, epochs=3, verbose=0, shuffle=False)
+    assert sorted(history.history) == sorted(keras_history.history) == ["accuracy", "loss"]
+    assert seen[0] == ["accuracy", "loss"]
+    for key in ("loss", "accuracy"):
+        np.testing.assert_allclose(history.history[key], keras_history.history[key], rtol=1e-5, err_msg=key)
+    assert len(set(history.history["accuracy"])) > 1  # the metric moves (it is reset every epoch)
 
 
 def test_callbacks_stop_and_bad_inputs_raise(tiny_config):

@@ -1,9 +1,10 @@
 """A training process for tests/test_multiworker.py and tests/test_resume.py: a tiny deterministic
-TFHubertForCTC or TFHubertForPreTraining trained with `hubert_tf.training.fit_distributed` on fixed
+TFHubertForCTC, TFHubertForPreTraining or TFHubertForSequenceClassification (compiled with the
+"accuracy" metric, labels as y) trained with `hubert_tf.training.fit_distributed` on fixed
 global batches, one device or one worker of a loopback MultiWorkerMirroredStrategy.
 
 Usage: python training_child.py '<json>' with keys: out (.npz of final weights, chief only), model
-("ctc" | "pretraining"), epochs, steps, ports + index (multi-worker), backup_dir, backup_every, kill_at
+("ctc" | "pretraining" | "classification"), epochs, steps, ports + index (multi-worker), backup_dir, backup_every, kill_at
 (global step after which the process SIGKILLs itself, mid-epoch), mirrored (MirroredStrategy on two
 logical CPUs), examples (default 16). Prints one `RESULT {json}` line."""
 
@@ -24,7 +25,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from hubert_tf import HubertConfig, TFHubertForCTC, TFHubertForPreTraining
+from hubert_tf import (
+    HubertConfig,
+    TFHubertForCTC,
+    TFHubertForPreTraining,
+    TFHubertForSequenceClassification,
+)
 from hubert_tf.training import fit_distributed, is_chief
 
 EXAMPLES, SAMPLES, GLOBAL_BATCH, FRAMES = args.get("examples", 16), 3200, 4, 39
@@ -55,6 +61,10 @@ if args.get("model", "ctc") == "ctc":
     labels[::3, 4:] = -100
     columns = {"input_values": x, "attention_mask": mask, "labels": labels}
     model_class = TFHubertForCTC
+elif args["model"] == "classification":
+    columns = {"input_values": x, "attention_mask": mask, "labels": rng.integers(0, 3, EXAMPLES).astype("int32")}
+    model_class = TFHubertForSequenceClassification
+    config = config.copy(num_labels=3, id2label=None, label2id=None)
 else:
     # The pretraining loss is a mean over the masked frames of the batch a replica sees: it splits over
     # replicas exactly when every example has as many masked frames (no padding, 20 masked frames each).
@@ -83,7 +93,10 @@ def data(epoch):
         return make_dataset(waves, texts, processor, batch_size=GLOBAL_BATCH, seed=epoch, drop_remainder=True,
                             bucket_boundaries=[2400], config=model.config)
     ds = tf.data.Dataset.from_tensor_slices(columns)
-    return ds.shuffle(EXAMPLES, seed=epoch, reshuffle_each_iteration=False).batch(GLOBAL_BATCH, drop_remainder=True)
+    ds = ds.shuffle(EXAMPLES, seed=epoch, reshuffle_each_iteration=False).batch(GLOBAL_BATCH, drop_remainder=True)
+    if args.get("model") == "classification":  # (inputs, labels), as fit() takes them with compiled metrics
+        ds = ds.map(lambda batch: ({k: v for k, v in batch.items() if k != "labels"}, batch["labels"]))
+    return ds
 
 
 class KillAt(keras.callbacks.Callback):
@@ -114,7 +127,8 @@ class StepTimes(keras.callbacks.Callback):
 keras.utils.set_random_seed(0)
 with strategy.scope():
     model = model_class(config)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  metrics=["accuracy"] if args.get("model") == "classification" else None)
 timer = StepTimes()
 callbacks = [timer] + ([KillAt(args["kill_at"])] if args.get("kill_at") else [])
 start = time.perf_counter()

@@ -43,6 +43,12 @@ def sublayers(layer):
     return layer._flatten_layers(include_self=False)
 
 
+def compiled_metrics(model):
+    """The metrics given to `compile(metrics=..., weighted_metrics=...)` as Keras keeps them (one
+    `CompileMetrics`, built on the first batch), or None."""
+    return getattr(model, "_compile_metrics", None)
+
+
 def has_compiled_loss(model) -> bool:
     """True when `compile()` was given a loss (Keras keeps it in a private attribute)."""
     return getattr(model, "_compile_loss", None) is not None

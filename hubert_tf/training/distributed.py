@@ -6,8 +6,9 @@ Keras 3's `fit()` fails under `MultiWorkerMirroredStrategy` before the first ste
 collective ops cannot do for dicts or even plain tensors). This loop does what `fit()`'s train step does
 with our models: the model's own loss (`model.compute_loss`, which scales a "mean" loss by the number of
 replicas so summed gradients equal one device on the global batch), the compiled optimizer (loss
-scaling for mixed precision included), Keras callbacks (logging, `EarlyStopping`, `CSVLogger`,
-`TensorBoard`, ...) and, with `backup_dir`, crash-safe backups that resume mid-epoch at the exact batch.
+scaling for mixed precision included), the metrics given to `compile()`, Keras callbacks (logging,
+`EarlyStopping`, `CSVLogger`, `TensorBoard`, ...) and, with `backup_dir`, crash-safe backups that
+resume mid-epoch at the exact batch.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ..modeling._tf_runtime import compiled_metrics
 from ..modeling.base import _reraise_label_errors
 from .backup import TrainingState, load_backup, remove_backup, save_backup
 
@@ -40,6 +42,31 @@ def _sharded(dataset: tf.data.Dataset, strategy) -> tf.data.Dataset:
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         dataset = dataset.with_options(options)
     return dataset
+
+
+def _keras_y_pred(model, y_pred):
+    # the outputs as compiled metrics see them in fit() (a classification head's logits; see
+    # TFHubertPreTrainedModel.compute_metrics), the outputs themselves for other Keras models
+    return model._keras_y_pred(y_pred) if hasattr(model, "_keras_y_pred") else y_pred
+
+
+def _built_compiled_metrics(model, dataset: tf.data.Dataset, strategy):
+    """The model's compiled metrics, built, or None when it has none or the batches carry no labels to
+    match them with. `fit()` builds them in its symbolic build; here on the first example of the first
+    batch, under the strategy's scope (their variables are then distributed ones)."""
+    compiled = compiled_metrics(model)
+    if compiled is None:
+        return None
+    if not compiled.built:
+        batch = next(iter(dataset.take(1)), None)
+        if batch is None:
+            return None
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(tf.nest.map_structure(lambda t: t[:1], batch))
+        if y is None:
+            return None
+        with strategy.scope():
+            compiled.build(y, _keras_y_pred(model, model(x, training=False)))
+    return compiled
 
 
 def fit_distributed(
@@ -70,9 +97,9 @@ def fit_distributed(
             give it, or batch with `drop_remainder=True`, so every worker runs the same number of steps).
         callbacks: Keras callbacks; they get `on_train_batch_end` logs `{"loss": the batch's global
             loss}` and `on_epoch_end` logs `{"loss": mean of the epoch's batch losses}`, both with the
-            model's own metrics (`acc_masked`, ... over the epoch so far). Metrics given to `compile()`
-            are not computed here. `model.stop_training = True` stops
-            (EarlyStopping).
+            metrics over the epoch so far: those given to `compile(metrics=...)` (e.g. "accuracy" of a
+            classification head, on the global batch as in `fit()`) and the model's own (`acc_masked`,
+            ...). `model.stop_training = True` stops (EarlyStopping).
         backup_dir: when given, training state is saved there (one file, atomically, by the chief only)
             every `backup_every` steps and at the end of every epoch, and a run that finds a backup there
             continues from it: same weights, optimizer slots and step counter, and the data position
@@ -110,6 +137,8 @@ def fit_distributed(
     with strategy.scope():
         if not optimizer.built:
             optimizer.build(model.trainable_variables)
+    # Before a backup is read: the compiled metrics' variables are part of it.
+    compiled = _built_compiled_metrics(model, dataset(0) if callable(dataset) else dataset, strategy)
 
     def replica_step(batch):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
@@ -120,6 +149,9 @@ def fit_distributed(
         variables = model.trainable_variables
         gradients = tape.gradient(scaled, variables)
         optimizer.apply_gradients(zip(gradients, variables))
+        if compiled is not None and y is not None:
+            # what fit()'s compute_metrics does, without reading every metric's result each step
+            compiled.update_state(y, _keras_y_pred(model, y_pred), sample_weight=sample_weight)
         return loss
 
     @tf.function
@@ -146,12 +178,21 @@ def fit_distributed(
             state.history = {k: v for k, v in history.history.items()}
             save_backup(backup_dir, model, state)
 
-    # The model's own metrics (e.g. TFHubertForPreTraining's acc_masked), updated by compute_loss; the
-    # "loss" tracker of Keras' train_step is not used here (the loss comes from the step).
-    metrics = [m for m in model.metrics if m.name != "loss"]
+    # The compiled metrics and the model's own (e.g. TFHubertForPreTraining's acc_masked, updated by
+    # compute_loss); the "loss" tracker of Keras' train_step is not used here (the loss comes from the
+    # step). Unbuilt compiled metrics (no labels to build them on) are left out.
+    metrics = [m for m in model.metrics
+               if m.name != "loss" and (compiled is not None or m is not compiled_metrics(model))]
 
     def metric_logs():
-        return {m.name: float(m.result()) for m in metrics}
+        logs = {}
+        for metric in metrics:
+            result = metric.result()
+            if isinstance(result, dict):  # CompileMetrics: one entry per compiled metric
+                logs.update({name: float(value) for name, value in result.items()})
+            else:
+                logs[metric.name] = float(result)
+        return logs
 
     model.stop_training = False
     callback_list.on_train_begin()
