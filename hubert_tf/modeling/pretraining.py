@@ -85,6 +85,18 @@ def align_labels(labels, num_frames, label_rate: float, frame_rate: float):
     return tf.where(available[None, :], gathered, IGNORE_INDEX)
 
 
+def _global_sample_size(sample_size):
+    """max(sample_size, 1) on one device. In a replica context of a strategy with several replicas: the
+    global batch's sample size divided by the replica count, so that `compute_loss` (which divides a
+    "mean" loss by the replicas) and the sum over replicas give sum(loss terms) / global sample size."""
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    context = tf.distribute.get_replica_context()
+    if replicas == 1 or context is None:
+        return tf.maximum(sample_size, 1.0)
+    total = context.all_reduce(tf.distribute.ReduceOp.SUM, sample_size)
+    return tf.maximum(total, 1.0) / replicas
+
+
 def masked_prediction_terms(logits, labels, mask_time_indices, frame_lengths):
     """Per-frame cross-entropy and correctness over the masked and the unmasked labelled valid frames.
 
@@ -256,7 +268,9 @@ class TFHubertForPreTraining(TFHubertPreTrainedModel):
 
         loss = (w_m * sum CE(masked) + w_u * sum CE(unmasked)) / sample_size + feature_pen_weight * pen,
         sample_size = frames counted by the non-zero weights (fairseq sums, then divides the gradient by
-        the sample size).
+        the sample size). Under a `tf.distribute` strategy the sample size is the global batch's, as in
+        fairseq, so the loss and gradients equal one device's however the masked frames fall on the
+        replicas.
 
         Returns the dict of `masked_prediction_terms` plus `loss`.
         """
@@ -270,7 +284,7 @@ class TFHubertForPreTraining(TFHubertPreTrainedModel):
         if self.pred_nomask_weight > 0:
             total += self.pred_nomask_weight * terms["sum_unmasked"]
             sample_size += terms["count_unmasked"]
-        loss = total / tf.maximum(sample_size, 1.0)
+        loss = total / _global_sample_size(sample_size)
         if self.feature_pen_weight != 0:
             loss += self.feature_pen_weight * tf.cast(features_pen, tf.float32)
         return {**terms, "loss": loss}
