@@ -4,9 +4,9 @@ TFHubertForCTC, TFHubertForPreTraining or TFHubertForSequenceClassification (com
 global batches, one device or one worker of a loopback MultiWorkerMirroredStrategy.
 
 Usage: python training_child.py '<json>' with keys: out (.npz of final weights, chief only), model
-("ctc" | "pretraining" | "classification"), epochs, steps, ports + index (multi-worker), backup_dir, backup_every, kill_at
-(global step after which the process SIGKILLs itself, mid-epoch), mirrored (MirroredStrategy on two
-logical CPUs), examples (default 16). Prints one `RESULT {json}` line."""
+("ctc" | "pretraining" | "classification"), epochs, steps, ports + index (multi-worker), backup_dir,
+backup_every, kill_at (global step after which the process SIGKILLs itself, mid-epoch), mirrored
+(MirroredStrategy on two logical CPUs), examples (default 16). Prints one `RESULT {json}` line."""
 
 import json
 import os
