@@ -17,9 +17,14 @@ BACKUP_EVERY = 3  # backups after steps 3, 4 (epoch end), 6
 KILL_AT = 7  # mid-epoch 2: the restart goes back to step 6 and runs step 7 again
 
 
-def test_killed_run_resumes_to_the_same_weights(tmp_path):
+@pytest.mark.parametrize("model", [
+    "ctc",
+    # compile(metrics=["accuracy"]): the metric's running state is in the backup too
+    pytest.param("classification", marks=pytest.mark.slow),
+])
+def test_killed_run_resumes_to_the_same_weights(tmp_path, model):
     backup = str(tmp_path / "backup")
-    common = {"model": "ctc", "epochs": 2, "backup_every": BACKUP_EVERY}
+    common = {"model": model, "epochs": 2, "backup_every": BACKUP_EVERY}
     uninterrupted = start(dict(common, out=str(tmp_path / "plain.npz"), backup_dir=str(tmp_path / "plain")))
     try:
         killed = start(dict(common, out=str(tmp_path / "killed.npz"), backup_dir=backup, kill_at=KILL_AT))
@@ -36,7 +41,9 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     # The restart ran exactly the batches after the last backup (steps 7 and 8), with the same losses.
     assert len(resumed["steps"]) == STEPS - 6
     np.testing.assert_allclose(resumed["steps"], plain["steps"][6:], rtol=1e-6)
-    np.testing.assert_allclose(resumed["history"]["loss"], plain["history"]["loss"], rtol=1e-6)
+    assert resumed["history"].keys() == plain["history"].keys()
+    for key in plain["history"]:  # "loss", and "accuracy" for classification
+        np.testing.assert_allclose(resumed["history"][key], plain["history"][key], rtol=1e-6, err_msg=key)
     with np.load(tmp_path / "plain.npz") as a, np.load(tmp_path / "resumed.npz") as b:
         assert a.files == b.files
         for key in a.files:
