@@ -306,6 +306,37 @@ class TFHubertPreTrainedModel(keras.Model):
         return super().export(filepath, format=format, verbose=verbose, input_signature=input_signature, **kwargs)
 
     # ------------------------------------------------------------------------- training helpers
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None):
+        """Recomputes each Transformer layer's activations in the backward pass instead of keeping them,
+        as transformers' method of the same name: less memory in training for about one more forward
+        pass of the layers; the same loss and gradients (dropout masks included). Inference is unchanged.
+
+        Args:
+            gradient_checkpointing_kwargs: accepted for transformers compatibility; must be empty.
+
+        Example:
+
+        >>> model.gradient_checkpointing_enable()  # doctest: +SKIP
+        >>> model.fit(train, epochs=3)  # doctest: +SKIP
+        """
+        if gradient_checkpointing_kwargs:
+            raise ValueError(f"gradient_checkpointing_kwargs are not supported, got {gradient_checkpointing_kwargs!r}")
+        self._set_gradient_checkpointing(True)
+
+    def gradient_checkpointing_disable(self):
+        """Undoes `gradient_checkpointing_enable()`."""
+        self._set_gradient_checkpointing(False)
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        """True after `gradient_checkpointing_enable()`."""
+        return bool(self.hubert.encoder.gradient_checkpointing)
+
+    def _set_gradient_checkpointing(self, enabled: bool):
+        self.hubert.encoder.gradient_checkpointing = enabled
+        # fit() traces its train step once: the next fit() must trace it again
+        self.train_function = None
+
     def freeze_feature_encoder(self):
         """Makes the conv feature encoder non-trainable (compile again afterwards if already compiled)."""
         self.hubert.feature_extractor.trainable = False

@@ -7,13 +7,34 @@ import keras
 import tensorflow as tf
 
 from ..activations import get_activation
-from ._tf_runtime import in_xla_context
+from ._tf_runtime import in_xla_context, sublayers
 from .adapters import TFWav2Vec2AttnAdapterLayer
 from .attention import TFHubertAttention, padding_bias
 from .dense import dense
 from .positional_conv import TFHubertPositionalConvEmbedding
 
 register = keras.saving.register_keras_serializable(package="hubert_tf")
+
+
+def _checkpointed(layer, bias):
+    """`x -> (layer(x, bias, training=True), None)` whose activations are recomputed in the backward
+    pass (`tf.recompute_grad`) instead of being kept for it.
+
+    The recomputation must draw the dropout masks of the forward pass: Keras' dropout layers advance a
+    seed-generator state on every call, so the states are read before the forward pass and put back at
+    the start of each run of the layer (as torch's checkpoint restores its RNG state). Both runs then
+    leave the states where one plain call would.
+    """
+    generators = [sub.seed_generator for sub in sublayers(layer) if isinstance(sub, keras.layers.Dropout)]
+    states = [tf.identity(generator.state.value) for generator in generators]
+
+    @tf.recompute_grad
+    def run(x):
+        for generator, state in zip(generators, states):
+            generator.state.assign(state)
+        return layer(x, bias=bias, training=True)[0]
+
+    return lambda x: (run(x), None)
 
 
 @register
@@ -155,6 +176,9 @@ class TFHubertEncoder(keras.layers.Layer):
         )
         self.layer_norm = keras.layers.LayerNormalization(epsilon=c.layer_norm_eps, name="layer_norm")
         self.dropout = keras.layers.Dropout(c.hidden_dropout)
+        # Recompute each layer's activations in the backward pass instead of keeping them (training
+        # only; set by the model's `gradient_checkpointing_enable()`, not saved with the model).
+        self.gradient_checkpointing = False
         self.layers = [
             TFHubertEncoderLayer(
                 c.hidden_size, c.num_attention_heads, c.intermediate_size, c.hidden_act, c.hidden_dropout,
@@ -172,22 +196,29 @@ class TFHubertEncoder(keras.layers.Layer):
             layer.build(shape)
 
     def _run_layer(self, layer, x, bias, output_attentions, training):
-        """One layer, skipped with probability `layerdrop` in training (drawn anew at every step)."""
+        """One layer, skipped with probability `layerdrop` in training (drawn anew at every step), and
+        recomputed in the backward pass with gradient checkpointing."""
+        if training and self.gradient_checkpointing and not output_attentions:
+            call = _checkpointed(layer, bias)
+        else:
+            def call(v):
+                return layer(v, bias=bias, output_attentions=output_attentions, training=training)
         layerdrop = self.config.layerdrop
         if not (training and layerdrop > 0.0):
-            return layer(x, bias=bias, output_attentions=output_attentions, training=training)
+            return call(x)
         keep = tf.random.uniform([]) >= layerdrop
-        if in_xla_context():
+        if in_xla_context() or self.gradient_checkpointing:
             # XLA cannot compile the gradient of a `tf.cond` around Dense layers (shape arguments
-            # become runtime values), so under jit_compile the layer always runs and is selected.
-            y, probs = layer(x, bias=bias, output_attentions=output_attentions, training=training)
+            # become runtime values), and TensorFlow cannot take the gradient of a `tf.cond` around
+            # `tf.recompute_grad`: there the layer always runs and is selected.
+            y, probs = call(x)
             y = tf.where(keep, y, x)
             if output_attentions:
                 probs = tf.where(keep, probs, tf.zeros_like(probs))
             return y, probs
 
         def run():
-            y, probs = layer(x, bias=bias, output_attentions=output_attentions, training=training)
+            y, probs = call(x)
             return (y, probs) if output_attentions else y
 
         def skip():
