@@ -49,9 +49,7 @@ class TFHubertChannelNorm(keras.layers.Layer):
             count = tf.maximum(tf.reduce_sum(weights, axis=1, keepdims=True), 1.0)
             mean = tf.reduce_sum(x * weights, axis=1, keepdims=True) / count
             variance = tf.reduce_sum(tf.square(x - mean) * weights, axis=1, keepdims=True) / count
-        gamma = tf.cast(self.gamma, tf.float32) * output_scale
-        beta = tf.cast(self.beta, tf.float32) * output_scale
-        return tf.cast((x - mean) * (tf.math.rsqrt(variance + self.epsilon) * gamma) + beta, dtype)
+        return tf.cast(_normalized(x, mean, variance, self, output_scale), dtype)
 
     def get_config(self):
         return {**super().get_config(), "channels": self.channels, "epsilon": self.epsilon}
@@ -94,15 +92,20 @@ def _scaled_gelu(y):
     return y + y * tf.math.erf(y)
 
 
+def _normalized(x, mean, variance, norm, out_scale):
+    """float32 `((x - mean) / sqrt(variance + eps) * gamma + beta) * out_scale` with the norm layer's
+    epsilon, gamma and beta, the factor folded into gamma and beta (no extra pass over x)."""
+    gamma = tf.cast(norm.gamma, tf.float32) * out_scale
+    beta = tf.cast(norm.beta, tf.float32) * out_scale
+    return (x - mean) * (tf.math.rsqrt(variance + norm.epsilon) * gamma) + beta
+
+
 def _layer_norm(layer, x, out_scale=1.0):
-    """`layer(x) * out_scale` for a keras LayerNormalization over the last axis (float32 statistics),
-    with the factor folded into its gamma and beta."""
+    """`layer(x) * out_scale` for a keras LayerNormalization over the last axis (float32 statistics)."""
     dtype = x.dtype
     x = tf.cast(x, tf.float32)
     mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
-    gamma = tf.cast(layer.gamma, tf.float32) * out_scale
-    beta = tf.cast(layer.beta, tf.float32) * out_scale
-    return tf.cast((x - mean) * (tf.math.rsqrt(variance + layer.epsilon) * gamma) + beta, dtype)
+    return tf.cast(_normalized(x, mean, variance, layer, out_scale), dtype)
 
 
 def direct_conv_available() -> bool:
